@@ -1,0 +1,123 @@
+"""The ``nemo-red`` command line.
+
+Subcommands available in this release:
+
+* ``presets``: list the loss presets (RED, its ablations and the baselines) and what they
+  compose;
+* ``grade``: grade model responses in a JSONL file against gold answers with math-verify.
+
+Training, evaluation, checkpoint conversion and plotting (``train``, ``eval``, ``convert``,
+``plot``) are planned and not part of this release yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from nemo_red import __version__
+
+PLANNED = "planned, not in this release yet: train, eval, convert, plot"
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from nemo_red.algorithms.presets import PRESETS, describe, get_preset
+
+    names = args.names or PRESETS.names()
+    print("\n".join(describe(get_preset(name)) for name in names))
+    return 0
+
+
+def read_grading_rows(path: Path, response_field: str, gold_field: str) -> list[tuple[str, str]]:
+    """``(response, gold)`` pairs of a JSONL file; errors name the file, row and field."""
+    pairs = []
+    with path.open(encoding="utf-8") as handle:
+        for row_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: row {row_number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}: row {row_number}: expected a JSON object")
+            values = []
+            for field in (response_field, gold_field):
+                if field not in row:
+                    raise ValueError(f"{path}: row {row_number}: missing field {field!r}")
+                value = row[field]
+                if isinstance(value, bool) or not isinstance(value, str | int | float):
+                    raise ValueError(
+                        f"{path}: row {row_number}: field {field!r} must be a string or a "
+                        f"number, got {type(value).__name__}"
+                    )
+                values.append(str(value))
+            pairs.append((values[0], values[1]))
+    return pairs
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from nemo_red.rewards import MathGrader
+
+    pairs = read_grading_rows(args.file, args.response_field, args.gold_field)
+    with MathGrader(
+        num_workers=args.workers, timeout_s=args.timeout, think_split=args.think
+    ) as grader:
+        results = grader.grade([r for r, _ in pairs], [g for _, g in pairs])
+    out = sys.stdout if args.out is None else args.out.open("w", encoding="utf-8")
+    try:
+        for result in results:
+            record = {"reward": result.reward, "reason": str(result.reason.value)}
+            out.write(json.dumps({**record, "extracted": result.extracted}) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    counts = Counter(r.reason.value for r in results)
+    accuracy = sum(r.reward for r in results) / max(len(results), 1)
+    summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    print(f"graded {len(results)}: accuracy {accuracy:.4f} ({summary})", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``nemo-red``."""
+    parser = argparse.ArgumentParser(
+        prog="nemo-red",
+        description="RED (Recall-Extend Dynamics) post-training for math reasoning.",
+        epilog=PLANNED,
+    )
+    parser.add_argument("--version", action="version", version=f"nemo-red {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    presets = sub.add_parser("presets", help="list the loss presets and their terms")
+    presets.add_argument("names", nargs="*", help="preset names (default: all)")
+    presets.set_defaults(func=_presets)
+
+    grade = sub.add_parser("grade", help="grade responses in a JSONL file with math-verify")
+    grade.add_argument("file", type=Path, help="JSONL with a response and a gold answer per row")
+    grade.add_argument("--response-field", default="response")
+    grade.add_argument("--gold-field", default="answer")
+    grade.add_argument("--think", action="store_true", help="grade only the text after </think>")
+    grade.add_argument("--workers", type=int, default=2, help="grading processes")
+    grade.add_argument("--timeout", type=float, default=5.0, help="seconds per item")
+    grade.add_argument("--out", type=Path, help="per-row results as JSONL (default: stdout)")
+    grade.set_defaults(func=_grade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nemo-red`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"nemo-red {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
