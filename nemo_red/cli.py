@@ -4,10 +4,12 @@ Subcommands available in this release:
 
 * ``presets``: list the loss presets (RED, its ablations and the baselines) and what they
   compose;
-* ``grade``: grade model responses in a JSONL file against gold answers with math-verify.
+* ``grade``: grade model responses in a JSONL file against gold answers with math-verify;
+* ``convert``: Qwen2 / Qwen2.5 checkpoints between Hugging Face and megatron-core layouts
+  (any TP x PP).
 
-Training, evaluation, checkpoint conversion and plotting (``train``, ``eval``, ``convert``,
-``plot``) are planned and not part of this release yet.
+Training, evaluation and plotting (``train``, ``eval``, ``plot``) are planned and not part
+of this release yet.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from nemo_red import __version__
 
-PLANNED = "planned, not in this release yet: train, eval, convert, plot"
+PLANNED = "planned, not in this release yet: train, eval, plot"
 
 
 def _presets(args: argparse.Namespace) -> int:
@@ -83,6 +85,24 @@ def _grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from nemo_red.models import checkpoint_io
+
+    dtype = None if args.dtype is None else checkpoint_io.DTYPES[args.dtype]
+    if args.direction == "hf-to-megatron":
+        shape = checkpoint_io.hf_to_megatron_checkpoint(args.src, args.dst, args.tp, args.pp, dtype)
+        layout = f"TP={args.tp} x PP={args.pp}"
+    else:
+        max_bytes = None if args.max_shard_gb is None else int(args.max_shard_gb * 2**30)
+        shape = checkpoint_io.megatron_to_hf_checkpoint(args.src, args.dst, dtype, max_bytes)
+        layout = "Hugging Face safetensors"
+    print(
+        f"wrote {args.dst} ({layout}; {shape.num_layers} layers, hidden {shape.hidden_size}, "
+        f"{shape.num_heads}/{shape.num_kv_heads} heads, vocab {shape.vocab_size})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``nemo-red``."""
     parser = argparse.ArgumentParser(
@@ -106,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--timeout", type=float, default=5.0, help="seconds per item")
     grade.add_argument("--out", type=Path, help="per-row results as JSONL (default: stdout)")
     grade.set_defaults(func=_grade)
+
+    convert = sub.add_parser("convert", help="convert Qwen2 checkpoints HF <-> megatron")
+    convert.add_argument("direction", choices=["hf-to-megatron", "megatron-to-hf"])
+    convert.add_argument("src", type=Path, help="source checkpoint directory")
+    convert.add_argument("dst", type=Path, help="destination directory (replaced atomically)")
+    convert.add_argument("--tp", type=int, default=1, help="tensor-parallel size (to megatron)")
+    convert.add_argument("--pp", type=int, default=1, help="pipeline stages (to megatron)")
+    convert.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    convert.add_argument("--max-shard-gb", type=float, help="shard the HF export")
+    convert.set_defaults(func=_convert)
     return parser
 
 
@@ -114,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, KeyError, FileNotFoundError) as err:
         print(f"nemo-red {args.command}: error: {err}", file=sys.stderr)
         return 2
 

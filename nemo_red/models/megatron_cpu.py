@@ -1,0 +1,174 @@
+"""Makes megatron-core (0.16 - 0.19) run on a CPU-only torch.
+
+megatron-core assumes CUDA in a few places that building, running and training a GPTModel
+go through. Each patch below names the megatron code it works around. :func:`apply_cpu_patches`
+applies them only when CUDA is unavailable, once per process; on a GPU it does nothing.
+``tests/models/test_megatron_cpu.py`` checks in a fresh process that each patch is still
+needed (the megatron call fails without it) and that it is applied, so a megatron upgrade
+that fixes or moves one of these places shows up as a test failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+Undo = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class CpuPatch:
+    """One workaround: its name, the megatron code it works around, and how to apply it.
+
+    ``apply()`` returns a function that undoes it (used by the tests).
+    """
+
+    name: str
+    works_around: str
+    apply: Callable[[], Undo]
+
+
+def _set_attr(owner: object, name: str, value: object) -> Undo:
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    return lambda: setattr(owner, name, original)
+
+
+def _cpu_device() -> str:
+    return "cpu"
+
+
+def _patch_current_device() -> Undo:
+    return _set_attr(torch.cuda, "current_device", _cpu_device)
+
+
+class CpuRNGStatesTracker:
+    """The model-parallel RNG tracker of megatron, keeping CPU generator states.
+
+    ``fork(name)`` swaps the global CPU RNG state for the named one and back, like
+    ``CudaRNGStatesTracker`` does with the CUDA state, so dropout in tensor-parallel regions
+    draws from per-rank streams.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.states_: dict[str, torch.Tensor] = {}
+        self.seeds_: set[int] = set()
+
+    def is_initialized(self) -> bool:
+        return bool(self.states_)
+
+    def reset(self) -> None:
+        self.states_ = {}
+        self.seeds_ = set()
+
+    def get_states(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.states_.items()}
+
+    def set_states(self, states: dict[str, torch.Tensor]) -> None:
+        self.states_ = {k: v.clone() for k, v in states.items()}
+
+    def add(self, name: str, seed: int) -> None:
+        if seed in self.seeds_:
+            raise ValueError(f"seed {seed} already exists")
+        if name in self.states_:
+            raise ValueError(f"rng state {name} already exists")
+        self.seeds_.add(seed)
+        saved = torch.get_rng_state()
+        torch.manual_seed(seed)
+        self.states_[name] = torch.get_rng_state()
+        torch.set_rng_state(saved)
+
+    @contextlib.contextmanager
+    def fork(self, name: str = "model-parallel-rng") -> Iterator[None]:
+        if name not in self.states_:
+            raise ValueError(f"rng state {name} is not added")
+        saved = torch.get_rng_state()
+        torch.set_rng_state(self.states_[name])
+        try:
+            yield
+        finally:
+            self.states_[name] = torch.get_rng_state()
+            torch.set_rng_state(saved)
+
+
+def _patch_rng_tracker() -> Undo:
+    from megatron.core.tensor_parallel import random as mcore_random
+
+    def initialize_rng_tracker(*args: object, force_reset: bool = False, **kwargs: object) -> None:
+        if force_reset or not mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED:
+            mcore_random._CUDA_RNG_STATE_TRACKER = CpuRNGStatesTracker()
+            mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
+
+    undo = _set_attr(mcore_random, "initialize_rng_tracker", initialize_rng_tracker)
+    initialize_rng_tracker(force_reset=True)
+
+    def undo_all() -> None:
+        undo()
+        mcore_random._CUDA_RNG_STATE_TRACKER = None
+        mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = False
+
+    return undo_all
+
+
+def _tensor_stays(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    return self
+
+
+def _patch_tensor_cuda() -> Undo:
+    # On a CPU-only torch .cuda() can only raise; leaving the tensor where it is, is what a
+    # CPU run needs.
+    return _set_attr(torch.Tensor, "cuda", _tensor_stays)
+
+
+PATCHES: tuple[CpuPatch, ...] = (
+    CpuPatch(
+        "current_device",
+        "torch.cuda.current_device() as the device of rotary embeddings and scratch buffers "
+        "(megatron/core/models/common/embeddings/rotary_pos_embedding.py, "
+        "megatron/core/utils.py GlobalMemoryBuffer)",
+        _patch_current_device,
+    ),
+    CpuPatch(
+        "rng_tracker",
+        "CudaRNGStatesTracker.add/fork use CUDA RNG states "
+        "(megatron/core/tensor_parallel/random.py); every attention forward enters fork()",
+        _patch_rng_tracker,
+    ),
+    CpuPatch(
+        "tensor_cuda",
+        "LanguageModule.setup_embeddings_and_output_layer moves the tied embedding to CUDA "
+        "before all-reducing it between the first and last pipeline stages "
+        "(megatron/core/models/common/language_module/language_module.py)",
+        _patch_tensor_cuda,
+    ),
+)
+
+_APPLIED: dict[str, Undo] = {}
+
+
+def apply_cpu_patches(force: bool = False, skip: tuple[str, ...] = ()) -> list[str]:
+    """Applies the CPU patches once when CUDA is unavailable (or ``force``).
+
+    Args:
+        force: apply even when CUDA is available (tests only).
+        skip: names of patches to leave out (tests only).
+
+    Returns:
+        The names of the patches in effect in this process.
+    """
+    if torch.cuda.is_available() and not force:
+        return list(_APPLIED)
+    for patch in PATCHES:
+        if patch.name not in _APPLIED and patch.name not in skip:
+            _APPLIED[patch.name] = patch.apply()
+    return list(_APPLIED)
+
+
+def remove_cpu_patches() -> None:
+    """Undoes every applied patch (tests only)."""
+    while _APPLIED:
+        _, undo = _APPLIED.popitem()
+        undo()

@@ -1,0 +1,69 @@
+"""torchrun worker (2 ranks): each CPU patch is needed and, once applied, sufficient.
+
+For every patch: with all the others applied, the megatron scenario it exists for must fail;
+with all patches applied it must run. The scenario builds a tied-embedding Qwen2 model with
+PP = 2 (the first-stage / last-stage embedding all-reduce) and runs a forward pass and a
+backward pass on each stage, after seeding megatron's model-parallel RNG.
+"""
+
+import argparse
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+
+
+def scenario() -> None:
+    from megatron.core import parallel_state as ps
+    from megatron.core import tensor_parallel
+
+    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+
+    ps.initialize_model_parallel(1, 2)
+    try:
+        tensor_parallel.model_parallel_cuda_manual_seed(3)
+        shape = Qwen2Shape(64, 32, 48, 2, 4, 2, 1e-6, 10000.0, 32, True)
+        first = ps.get_pipeline_model_parallel_rank() == 0
+        model = build_gpt_model(shape, 1, 2, pre_process=first, post_process=not first)
+        ids = torch.randint(0, 64, (1, 5))
+        if not first:
+            model.set_input_tensor(torch.randn(5, 1, 32))
+        out = model(
+            ids,
+            torch.arange(5)[None],
+            torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)[None, None],
+        )
+        out.float().sum().backward()
+    finally:
+        ps.destroy_model_parallel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    dist.init_process_group("gloo")
+    from nemo_red.models.megatron_cpu import PATCHES, apply_cpu_patches, remove_cpu_patches
+
+    report = {}
+    for patch in PATCHES:
+        apply_cpu_patches(skip=(patch.name,))
+        try:
+            scenario()
+            report[patch.name] = "not needed"
+        except Exception as err:  # the failure megatron raises without the patch
+            report[patch.name] = f"needed: {type(err).__name__}: {str(err)[:120]}"
+        remove_cpu_patches()
+        dist.barrier()
+    apply_cpu_patches()
+    scenario()
+    report["all_applied"] = "ok"
+    if dist.get_rank() == 0:
+        with open(args.out, "w") as handle:
+            json.dump(report, handle)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

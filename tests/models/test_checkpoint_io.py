@@ -1,0 +1,83 @@
+"""`nemo-red convert` on real HF directories written by transformers (offline, tiny)."""
+
+import json
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from nemo_red.cli import main
+from nemo_red.models.checkpoint_io import (
+    load_hf_state_dict,
+    load_megatron_shard,
+    read_megatron_meta,
+)
+from nemo_red.models.conversion import hf_to_megatron
+from nemo_red.models.qwen2 import Qwen2Shape
+
+
+def _save_hf(path, tied: bool, shard: str | None = None) -> Qwen2ForCausalLM:
+    config = Qwen2Config(
+        vocab_size=61, hidden_size=48, intermediate_size=40, num_hidden_layers=4,
+        num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=tied,
+        max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    kwargs = {} if shard is None else {"max_shard_size": shard}
+    model.save_pretrained(path, safe_serialization=True, **kwargs)
+    return model
+
+
+@pytest.mark.parametrize(("tied", "shard"), [(False, None), (True, "20KB")])
+def test_cli_round_trip_through_tp2_pp2(tmp_path, tied, shard, capsys):
+    model = _save_hf(tmp_path / "hf", tied, shard)
+    if shard:
+        assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    assert main(["convert", "hf-to-megatron", str(tmp_path / "hf"), str(tmp_path / "mc"),
+                 "--tp", "2", "--pp", "2"]) == 0  # fmt: skip
+    assert "TP=2 x PP=2" in capsys.readouterr().out
+    assert read_megatron_meta(tmp_path / "mc")["tp"] == 2
+    assert main(["convert", "megatron-to-hf", str(tmp_path / "mc"), str(tmp_path / "out")]) == 0
+
+    before, after = load_hf_state_dict(tmp_path / "hf"), load_hf_state_dict(tmp_path / "out")
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["eos_token_id"] == 2  # the original config is preserved
+    reloaded = Qwen2ForCausalLM.from_pretrained(tmp_path / "out").eval()
+    ids = torch.randint(0, 61, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reloaded(ids).logits)
+
+
+def test_loading_under_another_layout_reshards_exactly(tmp_path):
+    _save_hf(tmp_path / "hf", tied=False)
+    main(["convert", "hf-to-megatron", str(tmp_path / "hf"), str(tmp_path / "mc"), "--tp", "2",
+          "--pp", "2"])  # fmt: skip
+    hf = load_hf_state_dict(tmp_path / "hf")
+    shape, shard = load_megatron_shard(tmp_path / "mc", tp_size=1, tp_rank=0, pp_size=4, pp_rank=3)
+    expected = hf_to_megatron(hf, Qwen2Shape.from_hf_config(shape.to_hf_config()), 1, 0, 4, 3)
+    assert shard.keys() == expected.keys()
+    assert all(torch.equal(shard[k], expected[k]) for k in shard)
+
+
+def test_bf16_conversion(tmp_path):
+    _save_hf(tmp_path / "hf", tied=True)
+    main(["convert", "hf-to-megatron", str(tmp_path / "hf"), str(tmp_path / "mc"), "--dtype",
+          "bfloat16"])  # fmt: skip
+    _, shard = load_megatron_shard(tmp_path / "mc", 1, 0, 1, 0)
+    assert {t.dtype for t in shard.values()} == {torch.bfloat16}
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["convert", "hf-to-megatron", str(tmp_path), str(tmp_path / "x")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    _save_hf(tmp_path / "hf", tied=False)
+    assert main(["convert", "hf-to-megatron", str(tmp_path / "hf"), str(tmp_path / "x"),
+                 "--tp", "4"]) == 2  # fmt: skip
+    assert "tensor-parallel size 4 must divide" in capsys.readouterr().err
+    assert main(["convert", "megatron-to-hf", str(tmp_path / "hf"), str(tmp_path / "y")]) == 2
+    assert "not a nemo_red megatron checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
