@@ -1,0 +1,122 @@
+"""Every gold answer of the real benchmark test sets grades itself as correct.
+
+The data is read from ``$NEMO_RED_BENCHMARK_DATA``, by default ``../shared/data/benchmarks``
+next to the repository; the tests skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from nemo_red.rewards import GradeReason, MathGrader, extract_boxed
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(
+    os.environ.get("NEMO_RED_BENCHMARK_DATA", REPO_ROOT / ".." / "shared/data/benchmarks")
+).resolve()
+
+
+def _gsm8k_gold(row: dict) -> str:
+    return row["answer"].split("#### ")[-1].strip().replace(",", "")
+
+
+def _olympiad_gold(row: dict) -> str:
+    return row["final_answer"][0].strip().strip("$").strip()
+
+
+GOLD_OF: dict[str, Callable[[dict], object]] = {
+    "math500": lambda row: row["answer"],
+    "aime24": lambda row: row["answer"],
+    "amc23": lambda row: row["answer"],  # a float such as 27.0
+    "minerva_math": lambda row: extract_boxed(row["solution"]),
+    "olympiadbench": _olympiad_gold,
+    "gsm8k": _gsm8k_gold,
+}
+
+# Measured with math-verify 0.9.0 / sympy 1.14.0 (wrapped in \boxed{} by wrap_gold).
+# Golds that parse to nothing: none in these sets.
+UNPARSABLE = {name: [] for name in GOLD_OF}
+# Golds math-verify keeps only as raw text (strict check): they can only be matched by the
+# same string, e.g. "-1./3" is not matched by "-1/3". Listed so that a parsing change shows.
+TEXT_ONLY = {
+    "math500": [],
+    "minerva_math": [5, 27, 38, 49, 269],  # np.arcsin(10/13), dM/dt=..., -1./3, -3./2, E_{1},E_{2}
+    "olympiadbench": [34, 96],  # m_{\max }=n^{2}-n-1, t(0,4]
+}
+SIZES = {
+    "math500": 500,
+    "aime24": 30,
+    "amc23": 40,
+    "minerva_math": 272,
+    "olympiadbench": 675,
+    "gsm8k": 1319,
+}
+
+pytestmark = pytest.mark.skipif(
+    not DATA_DIR.is_dir(),
+    reason=f"benchmark data not found at {DATA_DIR} (set NEMO_RED_BENCHMARK_DATA)",
+)
+
+
+def load_golds(name: str) -> list[object]:
+    """Gold answers of one benchmark set, in file order."""
+    lines = (DATA_DIR / name / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    return [GOLD_OF[name](json.loads(line)) for line in lines if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def golds() -> dict[str, list[object]]:
+    return {name: load_golds(name) for name in GOLD_OF}
+
+
+@pytest.fixture(scope="module")
+def grader() -> Iterator[MathGrader]:
+    with MathGrader(num_workers=2) as shared:
+        shared.start()
+        yield shared
+
+
+def test_sizes(golds: dict[str, list[object]]) -> None:
+    assert {name: len(values) for name, values in golds.items()} == SIZES
+    assert all(gold is not None for values in golds.values() for gold in values)
+
+
+def test_every_gold_grades_itself_correct(
+    grader: MathGrader, golds: dict[str, list[object]]
+) -> None:
+    started = time.monotonic()
+    total = 0
+    for name, values in golds.items():
+        responses = [f"... so the answer is \\boxed{{{gold}}}." for gold in values]
+        results = grader.grade(responses, values)
+        total += len(results)
+        skipped = set(UNPARSABLE[name])
+        wrong = [
+            (i, values[i], r.reason.value)
+            for i, r in enumerate(results)
+            if i not in skipped and r.reason is not GradeReason.CORRECT
+        ]
+        assert not wrong, f"{name}: {wrong}"
+        unparsable = [i for i, r in enumerate(results) if not r.valid]
+        print(f"{name}: unparsable golds {[(i, values[i]) for i in unparsable]}")
+        assert unparsable == UNPARSABLE[name], name
+    elapsed = time.monotonic() - started
+    print(f"graded {total} items with 2 workers in {elapsed:.1f} s ({total / elapsed:.0f}/s)")
+    assert elapsed < 60.0
+
+
+def test_text_only_golds_are_known(grader: MathGrader, golds: dict[str, list[object]]) -> None:
+    # Runs after the grading test (file order), when the workers' sympy caches are warm. The
+    # sets whose golds are all plain numbers (aime24, amc23, gsm8k) are left out for time.
+    for name in ("math500", "minerva_math", "olympiadbench"):
+        values = golds[name]
+        flagged = grader.find_unparsable_golds(values, strict=True)
+        text_only = [i for i in flagged if i not in UNPARSABLE[name]]
+        print(f"{name}: text-only golds {[(i, values[i]) for i in text_only]}")
+        assert text_only == TEXT_ONLY[name], name
