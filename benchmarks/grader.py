@@ -27,11 +27,8 @@ date, the load average (this machine may be shared) and the numbers, and prints 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import importlib.metadata
 import json
 import os
-import platform
 import random
 import re
 import sys
@@ -39,21 +36,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_env import device_info, now, versions
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT / ".." / "shared" / "data" / "benchmarks"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "grader.json"
 _INTEGER_OR_DECIMAL = re.compile(r"-?\d+(\.\d+)?")
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or the platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -154,18 +144,9 @@ def main() -> None:
     rates = {run["num_workers"]: run["cold"]["verifications_per_s"] for run in runs}
     result = {
         "benchmark": "MathGrader verifications per second on MATH500 (correct + perturbed)",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "device": {
-            "cpu_model": cpu_model(),
-            "cpu_cores": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)),
-        },
-        "versions": {
-            "python": platform.python_version(),
-            "math_verify": importlib.metadata.version("math-verify"),
-            "sympy": importlib.metadata.version("sympy"),
-            "latex2sympy2_extended": importlib.metadata.version("latex2sympy2_extended"),
-        },
+        "date": now(),
+        "device": {**device_info("cpu"), "usable_cores": len(os.sched_getaffinity(0))},
+        "versions": versions("math-verify", "sympy", "latex2sympy2_extended"),
         "env": {
             "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
             "loadavg_1_5_15_after": [round(x, 2) for x in load_after],
