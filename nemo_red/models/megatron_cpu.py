@@ -123,6 +123,23 @@ def _patch_tensor_cuda() -> Undo:
     return _set_attr(torch.Tensor, "cuda", _tensor_stays)
 
 
+class _TorchWithCpuDefault:
+    """``torch`` as seen by one megatron module, with ``device="cuda"`` mapped to the CPU."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(torch, name)
+
+    @staticmethod
+    def zeros(*args: object, device: object = None, **kwargs: object) -> torch.Tensor:
+        return torch.zeros(*args, device="cpu" if device == "cuda" else device, **kwargs)
+
+
+def _patch_schedule_devices() -> Undo:
+    from megatron.core.pipeline_parallel import schedules
+
+    return _set_attr(schedules, "torch", _TorchWithCpuDefault())
+
+
 PATCHES: tuple[CpuPatch, ...] = (
     CpuPatch(
         "current_device",
@@ -143,6 +160,12 @@ PATCHES: tuple[CpuPatch, ...] = (
         "before all-reducing it between the first and last pipeline stages "
         "(megatron/core/models/common/language_module/language_module.py)",
         _patch_tensor_cuda,
+    ),
+    CpuPatch(
+        "schedule_devices",
+        'the forward-backward schedules count tokens in torch.zeros(..., device="cuda") '
+        "(megatron/core/pipeline_parallel/schedules.py)",
+        _patch_schedule_devices,
     ),
 )
 

@@ -1,0 +1,1 @@
+"""Training: sequence packing, the megatron-core actor, optimisation and checkpoints."""

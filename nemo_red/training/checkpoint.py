@@ -1,0 +1,154 @@
+"""Training checkpoints: model shards, optimizer, schedule position, regulator, RNG, data.
+
+Layout under a run's checkpoint root::
+
+    latest                      the name of the newest complete checkpoint (replaced atomically)
+    step_000012/
+      meta.json                 step, layout, regulator state, data position, extra state
+      model_tp00_pp000.pt       model shard + optimizer of that (TP rank, PP stage)
+      rng_rank00000.pt          RNG states of every global rank
+
+A checkpoint is written into ``step_N.tmp`` and renamed only after every rank has finished
+writing, then ``latest`` is switched; a kill at any moment leaves the previous checkpoint
+complete and ``latest`` pointing at it. Older checkpoints beyond ``keep`` are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from nemo_red.algorithms.entropy_regulator import EntropyRegulator
+from nemo_red.training.actor import MegatronActor
+
+LATEST = "latest"
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    from megatron.core import tensor_parallel
+
+    state["megatron"] = tensor_parallel.get_cuda_rng_tracker().get_states()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    from megatron.core import tensor_parallel
+
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["megatron"])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    actor: MegatronActor,
+    regulator: EntropyRegulator | None,
+    data_state: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Writes the checkpoint of ``step`` (collective: every rank calls it)."""
+    from megatron.core import parallel_state as ps
+
+    root = Path(root)
+    name = f"step_{step:06d}"
+    tmp = root / f"{name}.tmp"
+    rank = dist.get_rank()
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
+    if ps.get_data_parallel_rank() == 0:
+        torch.save(actor.state_dict(), tmp / f"model_tp{tp:02d}_pp{pp:03d}.pt")
+    torch.save(_rng_state(), tmp / f"rng_rank{rank:05d}.pt")
+    dist.barrier()
+    if rank == 0:
+        meta = {
+            "step": step,
+            "world_size": dist.get_world_size(),
+            "tp": ps.get_tensor_model_parallel_world_size(),
+            "pp": ps.get_pipeline_model_parallel_world_size(),
+            "regulator": None if regulator is None else regulator.state_dict(),
+            "data": data_state,
+            "extra": extra or {},
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        final = root / name
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        _write_atomic(root / LATEST, name)
+        _prune(root, keep)
+    dist.barrier()
+    return root / name
+
+
+def _prune(root: Path, keep: int) -> None:
+    done = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+    for old in done[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    for partial in root.glob("step_*.tmp"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint under ``root`` (None when there is none)."""
+    pointer = Path(root) / LATEST
+    if not pointer.is_file():
+        return None
+    path = Path(root) / pointer.read_text().strip()
+    if not (path / "meta.json").is_file():
+        raise FileNotFoundError(f"{pointer} names {path.name}, which is incomplete or missing")
+    return path
+
+
+def load_checkpoint(
+    path: Path, actor: MegatronActor, regulator: EntropyRegulator | None
+) -> dict[str, Any]:
+    """Restores a checkpoint written by :func:`save_checkpoint` under the same layout.
+
+    Returns:
+        The checkpoint's metadata (``step``, ``data`` position, ``extra``).
+    """
+    from megatron.core import parallel_state as ps
+
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    layout = (dist.get_world_size(), ps.get_tensor_model_parallel_world_size(),
+              ps.get_pipeline_model_parallel_world_size())  # fmt: skip
+    if layout != (meta["world_size"], meta["tp"], meta["pp"]):
+        raise ValueError(
+            f"{path}: saved with world/tp/pp {(meta['world_size'], meta['tp'], meta['pp'])}, "
+            f"running with {layout}; resume with the same layout"
+        )
+    tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
+    actor.load_state_dict(torch.load(path / f"model_tp{tp:02d}_pp{pp:03d}.pt", weights_only=False))
+    _set_rng_state(torch.load(path / f"rng_rank{dist.get_rank():05d}.pt", weights_only=False))
+    if regulator is not None and meta["regulator"] is not None:
+        regulator.load_state_dict(meta["regulator"])
+    return meta

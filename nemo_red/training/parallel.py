@@ -1,0 +1,69 @@
+"""Process groups: torch.distributed + megatron-core model parallelism, CPU or GPU.
+
+Under ``torchrun`` the usual environment (RANK, WORLD_SIZE, MASTER_ADDR, ...) is used; a
+plain ``python`` process becomes a world of one. The backend is NCCL with CUDA and gloo
+without. The world is split into TP x PP x DP with megatron's ``parallel_state``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from nemo_red.models.megatron_cpu import apply_cpu_patches
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """Tensor- and pipeline-parallel sizes; data parallelism takes the rest of the world."""
+
+    tp: int = 1
+    pp: int = 1
+
+    def __post_init__(self) -> None:
+        if self.tp < 1 or self.pp < 1:
+            raise ValueError(f"tp and pp must be >= 1, got {self}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def init_distributed(layout: ParallelLayout, seed: int) -> None:
+    """Initialises torch.distributed (if needed) and megatron's model-parallel groups.
+
+    Raises:
+        ValueError: when the world size is not a multiple of tp * pp.
+    """
+    from megatron.core import parallel_state, tensor_parallel
+
+    if not dist.is_initialized():
+        if "RANK" not in os.environ:
+            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    apply_cpu_patches()
+    world = dist.get_world_size()
+    if world % (layout.tp * layout.pp):
+        raise ValueError(f"world size {world} is not a multiple of tp*pp = {layout.tp * layout.pp}")
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(layout.tp, layout.pp)
+    tensor_parallel.model_parallel_cuda_manual_seed(seed)
+
+
+def shutdown_distributed() -> None:
+    """Destroys megatron's groups and the default process group."""
+    from megatron.core import parallel_state
+
+    parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()

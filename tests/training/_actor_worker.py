@@ -1,0 +1,140 @@
+"""torchrun worker: two RED training steps of a tiny Qwen2 actor under a given TP x PP layout.
+
+Every rank builds the same random HF model and the same step batch (seeded), trains, and
+rank 0 writes the losses, metrics and the full parameters in HF layout (gathered from every
+TP rank and pipeline stage), so layouts can be compared with a single process.
+"""
+
+import argparse
+import sys
+
+import torch
+import torch.distributed as dist
+
+
+def make_batch(vocab: int, seed: int = 0):
+    from nemo_red.training.packing import SequenceBatch
+
+    g = torch.Generator().manual_seed(seed)
+    n = 8
+    prompt = torch.randint(2, 5, (n,), generator=g)
+    resp = torch.randint(1, 7, (n,), generator=g)
+    tokens = [
+        torch.randint(0, vocab, (int(p + r),), generator=g)
+        for p, r in zip(prompt, resp, strict=True)
+    ]
+    return SequenceBatch(
+        tokens=tokens,
+        prompt_lengths=prompt,
+        is_offline=torch.tensor([False, False, False, True] * 2),
+        advantages=torch.randn(n, generator=g),
+        rewards=torch.randint(0, 2, (n,), generator=g).float(),
+        group_accuracy=torch.rand(n, generator=g),
+    )
+
+
+def _kill_during_save(step: int) -> None:
+    """Makes the checkpoint of ``step`` die by SIGKILL after its first file is written."""
+    import os
+    import signal
+
+    from nemo_red.training import checkpoint
+
+    real_save = torch.save
+
+    def save(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        if f"step_{step:06d}.tmp" in str(path):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.torch.save = save
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--pp", type=int, default=1)
+    parser.add_argument("--tied", action="store_true")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--token-budget", type=int, default=24)
+    parser.add_argument("--preset", default="red")
+    parser.add_argument("--ckpt", help="checkpoint root: resume from it, save into it")
+    parser.add_argument("--save-every", type=int, default=0)
+    parser.add_argument("--stop-after", type=int, default=0, help="exit after N steps (0: all)")
+    parser.add_argument("--kill-during-save-at", type=int, default=0, help="SIGKILL mid-save")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    from nemo_red.algorithms import EntropyRegulator, StepContext, get_preset
+    from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdown_distributed
+
+    init_distributed(ParallelLayout(args.tp, args.pp), seed=1)
+    from megatron.core import parallel_state as ps
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from nemo_red.models.conversion import hf_to_megatron, megatron_to_hf
+    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.training.actor import MegatronActor
+    from nemo_red.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from nemo_red.training.optim import OptimConfig
+
+    config = Qwen2Config(
+        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=args.tied,
+        max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    shape = Qwen2Shape.from_hf_config(config.to_dict())
+    tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
+    first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
+    model = build_gpt_model(shape, args.tp, args.pp, pre_process=first, post_process=last)
+    model.load_state_dict(
+        hf_to_megatron(hf.state_dict(), shape, args.tp, tp_rank, args.pp, pp_rank)
+    )
+    optim = OptimConfig(lr=1e-3, clip_grad=1.0, schedule="linear", total_steps=10, min_lr=1e-4)
+    actor = MegatronActor(model, shape, optim, token_budget=args.token_budget)
+    regulator = EntropyRegulator(window=1, clip_low=0.0, clip_high=7.0)
+    spec = get_preset(args.preset)
+    if args.kill_during_save_at:
+        _kill_during_save(args.kill_during_save_at)
+    history, start = [], 0
+    if args.ckpt and latest_checkpoint(args.ckpt) is not None:
+        meta = load_checkpoint(latest_checkpoint(args.ckpt), actor, regulator)
+        start, history = meta["data"]["next_step"], meta["extra"]["history"]
+    for step in range(start, args.steps):
+        if args.stop_after and step - start == args.stop_after:
+            break
+        batch = make_batch(61, seed=step)
+        stats = actor.compute_logprobs_and_entropy(batch)
+        batch = batch.with_fields(old_logprobs=stats.logprobs)
+        w = regulator.update(stats.h_rl, stats.h_sft).weight
+        metrics = actor.train_step(batch, spec, StepContext(step=step, entropy_weight=w))
+        history.append({"h_rl": stats.h_rl, "h_sft": stats.h_sft, "w": w, **metrics})
+        if args.save_every and (step + 1) % args.save_every == 0:
+            save_checkpoint(args.ckpt, step + 1, actor, regulator, {"next_step": step + 1},
+                            {"history": history})  # fmt: skip
+
+    local = {
+        k: v.detach().clone() for k, v in model.state_dict().items() if "_extra_state" not in k
+    }
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (pp_rank, tp_rank, ps.get_data_parallel_rank(), local))
+    if dist.get_rank() == 0:
+        shards = [[None] * args.tp for _ in range(args.pp)]
+        for p, t, d, state in gathered:
+            if d == 0:
+                shards[p][t] = state
+        torch.save(
+            {"history": history, "params": megatron_to_hf(shards, shape),
+             "regulator": regulator.state_dict()},
+            args.out,
+        )  # fmt: skip
+    shutdown_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

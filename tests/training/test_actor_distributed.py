@@ -1,0 +1,88 @@
+"""The RED training step under TP = 2, PP = 2 and DP = 2 equals a single process.
+
+Two optimizer steps of the ``red`` preset on a tiny Qwen2 (AdamW, linear LR decay, grad
+clipping, entropy regulator with w in [0, 7]); losses, metrics and every parameter (gathered
+to the HF layout) are compared. Then resuming from a checkpoint equals training straight.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.torchrun import run_torchrun
+
+WORKER = Path(__file__).with_name("_actor_worker.py")
+pytestmark = pytest.mark.distributed
+
+
+def _train(tmp_path: Path, name: str, nproc: int, *extra: str) -> dict:
+    out = tmp_path / f"{name}.pt"
+    run_torchrun(WORKER, nproc, [*extra, "--out", str(out)], timeout=300)
+    return torch.load(out, weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> dict:
+    return _train(tmp_path_factory.mktemp("single"), "single", 1)
+
+
+def _assert_same_run(run: dict, ref: dict, atol: float) -> None:
+    assert len(run["history"]) == len(ref["history"]) == 2
+    for got, want in zip(run["history"], ref["history"], strict=True):
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key] == pytest.approx(want[key], abs=atol, rel=1e-6), key
+    for key, value in ref["params"].items():
+        torch.testing.assert_close(run["params"][key], value, rtol=0, atol=atol, msg=key)
+    assert run["regulator"]["weight"] == pytest.approx(ref["regulator"]["weight"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "args"), [("tp2", ["--tp", "2"]), ("pp2", ["--pp", "2"]), ("dp2", [])]
+)
+def test_layout_matches_single_process(tmp_path, single, name, args):
+    _assert_same_run(_train(tmp_path, name, 2, *args), single, atol=1e-5)
+
+
+def test_tied_embeddings_across_pipeline_stages(tmp_path):
+    # The first and last stages each hold the embedding; their gradients must be summed.
+    single_tied = _train(tmp_path, "single_tied", 1, "--tied")
+    _assert_same_run(_train(tmp_path, "pp2_tied", 2, "--pp", "2", "--tied"), single_tied, 1e-5)
+
+
+def test_single_process_run_learns_something(single):
+    first, second = single["history"]
+    assert second["skipped"] == first["skipped"] == 0
+    assert first["w"] == 1.0  # no entropy history yet
+    assert second["w"] != 1.0
+    assert first["grad_norm"] > 0
+
+
+@pytest.mark.parametrize(("nproc", "args"), [(1, []), (2, ["--pp", "2", "--tied"])])
+def test_resume_equals_uninterrupted(tmp_path, nproc, args):
+    ckpt = str(tmp_path / "ckpt")
+    steps = ["--steps", "4"]
+    straight = _train(tmp_path, "straight", nproc, *args, *steps)
+    _train(tmp_path, "first_half", nproc, *args, *steps, "--ckpt", ckpt, "--save-every", "2",
+           "--stop-after", "2")  # fmt: skip
+    resumed = _train(tmp_path, "resumed", nproc, *args, *steps, "--ckpt", ckpt, "--save-every", "2")
+    assert resumed["regulator"] == straight["regulator"]
+    assert resumed["history"] == straight["history"]
+    for key, value in straight["params"].items():
+        torch.testing.assert_close(resumed["params"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
+    from nemo_red.training.checkpoint import latest_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    steps = ["--steps", "4", "--ckpt", str(ckpt), "--save-every", "2"]
+    with pytest.raises(RuntimeError, match="exited with"):
+        _train(tmp_path, "killed", 1, *steps, "--kill-during-save-at", "4")
+    assert (ckpt / "step_000004.tmp").is_dir()
+    assert latest_checkpoint(ckpt) == ckpt / "step_000002"
+    resumed = _train(tmp_path, "resumed", 1, *steps)
+    straight = _train(tmp_path, "straight", 1, "--steps", "4")
+    assert resumed["history"] == straight["history"]
+    assert not (ckpt / "step_000004.tmp").exists()  # the next save cleans up the partial one

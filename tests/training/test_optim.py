@@ -1,0 +1,40 @@
+"""Learning-rate schedules by hand, and their validation."""
+
+import math
+
+import pytest
+
+from nemo_red.training.optim import OptimConfig
+
+
+def test_constant_with_warmup():
+    cfg = OptimConfig(lr=1.0, warmup_steps=4)
+    assert [cfg.lr_at(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_linear_decay():
+    cfg = OptimConfig(lr=1.0, min_lr=0.2, schedule="linear", warmup_steps=2, total_steps=6)
+    got = [cfg.lr_at(s) for s in range(8)]
+    assert got == pytest.approx([0.5, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.2])
+
+
+def test_cosine_decay():
+    cfg = OptimConfig(lr=1.0, min_lr=0.0, schedule="cosine", total_steps=4)
+    got = [cfg.lr_at(s) for s in range(5)]
+    assert got == pytest.approx(
+        [1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2, 0.0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"schedule": "step"}, "schedule must be one of"),
+        ({"schedule": "cosine", "total_steps": 0}, "total_steps > warmup_steps"),
+        ({"lr": 0.0}, "lr > 0"),
+        ({"lr": 1e-3, "min_lr": 1e-2}, "min_lr <= lr"),
+    ],
+)
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        OptimConfig(**kwargs)

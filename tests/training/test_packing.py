@@ -1,0 +1,64 @@
+"""Padding-free packing of a step's sequences into micro-batches (by hand)."""
+
+import pytest
+import torch
+
+from nemo_red.training.packing import SequenceBatch, pack, pack_step, plan_micro_batches
+
+
+def _batch(lengths, prompts):
+    n = len(lengths)
+    return SequenceBatch(
+        tokens=[torch.arange(10 * i, 10 * i + n_tok) for i, n_tok in enumerate(lengths)],
+        prompt_lengths=torch.tensor(prompts),
+        is_offline=torch.zeros(n, dtype=torch.bool),
+        advantages=torch.zeros(n),
+        rewards=torch.zeros(n),
+        group_accuracy=torch.zeros(n),
+    )
+
+
+def test_first_fit_decreasing_plan():
+    # Decreasing: 9 opens bin 0 (too long for any), 5 bin 1, 4 bin 2, 3 joins 5, 2 joins 4.
+    assert plan_micro_batches([5, 3, 4, 2, 9], token_budget=8) == [[4], [0, 1], [2, 3]]
+
+
+def test_pack_two_sequences_by_hand():
+    # seq 0: tokens [0, 1, 2] with prompt 1 -> responses 1, 2 predicted at positions 0, 1.
+    # seq 1: tokens [10, 11, 12, 13] with prompt 2 -> responses 12, 13 at positions 4, 5.
+    mb = pack(_batch([3, 4], [1, 2]), [0, 1], seq_length=8, width=2)
+    assert mb.input_ids.tolist() == [[0, 1, 2, 10, 11, 12, 13, 0]]
+    assert mb.position_ids.tolist() == [[0, 1, 2, 0, 1, 2, 3, 0]]
+    assert mb.targets.tolist() == [1, 2, 0, 11, 12, 13, 0, 0]
+    assert mb.gather_index.tolist() == [[0, 1], [4, 5]]
+    assert mb.targets[mb.gather_index].tolist() == [[1, 2], [12, 13]]
+    assert mb.real_tokens == 7
+    allowed = ~mb.attention_mask[0, 0]
+    assert allowed[4].tolist() == [False, False, False, True, True, False, False, False]
+    assert allowed[2].tolist() == [True, True, True, False, False, False, False, False]
+    assert allowed[7].tolist() == [False] * 7 + [True]  # padding attends to itself only
+
+
+def test_pack_step_splits_over_data_parallel_ranks_with_one_row_length():
+    batch = _batch([7, 3, 5, 2, 6], [1, 1, 2, 1, 3])
+    ranks = [pack_step(batch, token_budget=8, shard=(r, 2)) for r in range(2)]
+    rows = sorted(int(i) for micro in ranks for mb in micro for i in mb.rows)
+    assert rows == [0, 1, 2, 3, 4]
+    lengths = {mb.input_ids.shape[1] for micro in ranks for mb in micro}
+    assert len(lengths) == 1
+
+
+def test_bad_batches_are_refused():
+    with pytest.raises(ValueError, match="prompt of >= 1 token and a response"):
+        _batch([3], [3])
+    with pytest.raises(ValueError, match="do not fit"):
+        pack(_batch([5], [1]), [0], seq_length=4, width=4)
+    with pytest.raises(ValueError, match="token_budget"):
+        plan_micro_batches([1], 0)
+
+
+def test_select_trims_response_fields():
+    batch = _batch([3, 6], [1, 1])
+    batch = batch.with_fields(old_logprobs=torch.arange(10.0).reshape(2, 5))
+    sub = batch.select([0])
+    assert sub.old_logprobs.tolist() == [[0.0, 1.0]]
