@@ -30,3 +30,4 @@ test: lint
 bench: setup
 	$(BIN)/python benchmarks/token_stats.py
 	$(BIN)/python benchmarks/grader.py
+	$(BIN)/python benchmarks/actor.py
