@@ -1,9 +1,9 @@
 """torchrun worker (2 ranks): each CPU patch is needed and, once applied, sufficient.
 
 For every patch: with all the others applied, the megatron scenario it exists for must fail;
-with all patches applied it must run. The scenario builds a tied-embedding Qwen2 model with
-PP = 2 (the first-stage / last-stage embedding all-reduce) and runs a forward pass and a
-backward pass on each stage, after seeding megatron's model-parallel RNG.
+with all patches applied it must run. The scenario seeds megatron's model-parallel RNG,
+builds a tied-embedding Qwen2 model with PP = 2 (the first-stage / last-stage embedding
+all-reduce) and runs one forward-backward step through megatron's pipeline schedule.
 """
 
 import argparse
@@ -15,8 +15,10 @@ import torch.distributed as dist
 
 
 def scenario() -> None:
+    """Build a tied-embedding model with PP = 2 and run one 1F1B forward-backward step."""
     from megatron.core import parallel_state as ps
     from megatron.core import tensor_parallel
+    from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
 
@@ -24,17 +26,21 @@ def scenario() -> None:
     try:
         tensor_parallel.model_parallel_cuda_manual_seed(3)
         shape = Qwen2Shape(64, 32, 48, 2, 4, 2, 1e-6, 10000.0, 32, True)
-        first = ps.get_pipeline_model_parallel_rank() == 0
-        model = build_gpt_model(shape, 1, 2, pre_process=first, post_process=not first)
-        ids = torch.randint(0, 64, (1, 5))
-        if not first:
-            model.set_input_tensor(torch.randn(5, 1, 32))
-        out = model(
-            ids,
-            torch.arange(5)[None],
-            torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)[None, None],
-        )
-        out.float().sum().backward()
+        first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
+        model = build_gpt_model(shape, 1, 2, pre_process=first, post_process=last)
+        model.config.batch_p2p_sync = False
+        model.config.calculate_per_token_loss = True
+        causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)[None, None]
+
+        def forward_step(data_iterator, model):
+            ids = next(data_iterator)
+            out = model(ids, torch.arange(5)[None], causal)
+            return out, lambda o: (o.float().sum(), torch.tensor(5, dtype=torch.int), {})
+
+        get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=iter([torch.randint(0, 64, (1, 5))]),
+            model=[model], num_microbatches=1, seq_length=5, micro_batch_size=1,
+        )  # fmt: skip
     finally:
         ps.destroy_model_parallel()
 

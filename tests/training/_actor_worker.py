@@ -72,11 +72,12 @@ def main() -> None:
     from megatron.core import parallel_state as ps
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from nemo_red.models.conversion import hf_to_megatron, megatron_to_hf
+    from nemo_red.models.conversion import hf_to_megatron
     from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
     from nemo_red.training.actor import MegatronActor
     from nemo_red.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from nemo_red.training.optim import OptimConfig
+    from nemo_red.training.weights import full_hf_state_dict
 
     config = Qwen2Config(
         vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
@@ -118,21 +119,10 @@ def main() -> None:
             save_checkpoint(args.ckpt, step + 1, actor, regulator, {"next_step": step + 1},
                             {"history": history})  # fmt: skip
 
-    local = {
-        k: v.detach().clone() for k, v in model.state_dict().items() if "_extra_state" not in k
-    }
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, (pp_rank, tp_rank, ps.get_data_parallel_rank(), local))
+    params = full_hf_state_dict(actor)
     if dist.get_rank() == 0:
-        shards = [[None] * args.tp for _ in range(args.pp)]
-        for p, t, d, state in gathered:
-            if d == 0:
-                shards[p][t] = state
-        torch.save(
-            {"history": history, "params": megatron_to_hf(shards, shape),
-             "regulator": regulator.state_dict()},
-            args.out,
-        )  # fmt: skip
+        result = {"history": history, "params": params, "regulator": regulator.state_dict()}
+        torch.save(result, args.out)
     shutdown_distributed()
 
 
