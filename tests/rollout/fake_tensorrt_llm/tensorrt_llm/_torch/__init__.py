@@ -1,0 +1,1 @@
+"""Fake of ``tensorrt_llm._torch`` (only ``utils.get_device_uuid``)."""
