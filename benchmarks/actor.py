@@ -36,9 +36,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_env import RESULTS, device_info, now, versions  # noqa: E402
 
-SHAPE = {"vocab_size": 4096, "hidden_size": 256, "intermediate_size": 688, "num_layers": 4,
-         "num_heads": 8, "num_kv_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 1e6,
-         "max_position_embeddings": 512, "tie_word_embeddings": True}  # fmt: skip
+SHAPE = {
+    "vocab_size": 4096,
+    "hidden_size": 256,
+    "intermediate_size": 688,
+    "num_layers": 4,
+    "num_heads": 8,
+    "num_kv_heads": 2,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1e6,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+}
 
 
 def _batch(n: int, length: int, vocab: int):
@@ -95,14 +104,25 @@ def worker(args: argparse.Namespace) -> None:
     peaks = [None] * dist.get_world_size()
     dist.all_gather_object(peaks, peak)
     if dist.get_rank() == 0:
-        print(json.dumps({
-            "tp": args.tp, "processes": dist.get_world_size(), "threads_per_process": 1,
-            "logprob_step_s": fwd_s, "logprob_tokens_per_s": tokens / fwd_s,
-            "red_train_step_s": red_s, "train_tokens_per_s": tokens / red_s,
-            "grpo_train_step_s": grpo_s, "red_over_grpo_step_time": red_s / grpo_s,
-            "peak_memory_bytes": max(peaks),
-            "peak_memory_kind": "cuda_max_allocated" if args.device == "cuda" else "max_rss",
-        }))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "tp": args.tp,
+                    "processes": dist.get_world_size(),
+                    "threads_per_process": 1,
+                    "logprob_step_s": fwd_s,
+                    "logprob_tokens_per_s": tokens / fwd_s,
+                    "red_train_step_s": red_s,
+                    "train_tokens_per_s": tokens / red_s,
+                    "grpo_train_step_s": grpo_s,
+                    "red_over_grpo_step_time": red_s / grpo_s,
+                    "peak_memory_bytes": max(peaks),
+                    "peak_memory_kind": "cuda_max_allocated"
+                    if args.device == "cuda"
+                    else "max_rss",
+                }
+            )
+        )
     shutdown_distributed()
 
 
@@ -123,11 +143,28 @@ def main() -> None:
         return
     runs = []
     for tp in (int(x) for x in args.tp_sizes.split(",")):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node", str(tp), str(Path(__file__).resolve()), "--worker",
-               "--tp", str(tp), "--device", args.device, "--sequences", str(args.sequences),
-               "--length", str(args.length), "--token-budget", str(args.token_budget),
-               "--repeats", str(args.repeats)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(tp),
+            str(Path(__file__).resolve()),
+            "--worker",
+            "--tp",
+            str(tp),
+            "--device",
+            args.device,
+            "--sequences",
+            str(args.sequences),
+            "--length",
+            str(args.length),
+            "--token-budget",
+            str(args.token_budget),
+            "--repeats",
+            str(args.repeats),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode:

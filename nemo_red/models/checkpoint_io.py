@@ -173,8 +173,13 @@ def hf_to_megatron_checkpoint(
         for tp_rank in range(tp_size):
             shard = hf_to_megatron(state, shape, tp_size, tp_rank, pp_size, pp_rank)
             save_file(shard, tmp / shard_file(tp_rank, pp_rank))
-    meta = {"format": FORMAT, "hf_config": config, "tp": tp_size, "pp": pp_size,
-            "dtype": dtype_name}  # fmt: skip
+    meta = {
+        "format": FORMAT,
+        "hf_config": config,
+        "tp": tp_size,
+        "pp": pp_size,
+        "dtype": dtype_name,
+    }
     (tmp / META).write_text(json.dumps(meta, indent=2))
     _copy_tokenizer(src, tmp)
     _publish(tmp, Path(dst))

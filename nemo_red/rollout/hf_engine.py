@@ -28,9 +28,12 @@ class _HFDecode:
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         out = self.model(
-            input_ids=ids, attention_mask=self.attention, position_ids=positions,
-            past_key_values=self.cache, use_cache=True,
-        )  # fmt: skip
+            input_ids=ids,
+            attention_mask=self.attention,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
         self.cache = out.past_key_values
         return out.logits[:, -1, : self.vocab_size]
 
@@ -111,8 +114,10 @@ class HFEngine:
         unknown = sorted(set(state) - set(own))
         missing = sorted(set(own) - set(state))
         if unknown or missing:
-            raise KeyError(f"weight update does not match the model: unknown {unknown[:5]}, "
-                           f"missing {missing[:5]}")  # fmt: skip
+            raise KeyError(
+                f"weight update does not match the model: unknown {unknown[:5]}, "
+                f"missing {missing[:5]}"
+            )
         for name, tensor in state.items():
             own[name].copy_(tensor)
 

@@ -35,8 +35,9 @@ class _MegatronDecode:
     def _forward(
         self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        logits = self.model(ids, positions, mask, inference_context=self.context,
-                            runtime_gather_output=True)  # fmt: skip
+        logits = self.model(
+            ids, positions, mask, inference_context=self.context, runtime_gather_output=True
+        )
         return logits[:, -1, : self.vocab_size]
 
     def prefill(
@@ -129,9 +130,11 @@ class NativeEngine:
             return
         ps = self._ps
         state = hf_to_megatron(
-            source, self.shape, ps.get_tensor_model_parallel_world_size(),
+            source,
+            self.shape,
+            ps.get_tensor_model_parallel_world_size(),
             ps.get_tensor_model_parallel_rank(),
-        )  # fmt: skip
+        )
         missing = self.model.load_state_dict(state, strict=False).missing_keys
         if [k for k in missing if not k.endswith("_extra_state")]:
             raise KeyError(f"weights missing from the update: {missing[:5]}")

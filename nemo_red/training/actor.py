@@ -95,9 +95,11 @@ class MegatronActor:
         tp = self._ps.get_tensor_model_parallel_world_size()
         if tp == 1:
             logp, ent = token_logprobs_and_entropy(
-                logits, targets, with_entropy_grad=with_entropy_grad,
+                logits,
+                targets,
+                with_entropy_grad=with_entropy_grad,
                 valid_vocab_size=self.shape.vocab_size,
-            )  # fmt: skip
+            )
         else:
             logp, ent = vocab_parallel_token_logprobs_and_entropy(
                 logits,
@@ -249,9 +251,10 @@ class MegatronActor:
             weight = self.model.shared_embedding_or_output_weight()
             dist.all_reduce(weight.grad, group=ps.get_embedding_group())
         grad_norm = float(
-            global_grad_norm(self.model.named_parameters(), self._counted_in_norm,
-                             ps.get_model_parallel_group())
-        )  # fmt: skip
+            global_grad_norm(
+                self.model.named_parameters(), self._counted_in_norm, ps.get_model_parallel_group()
+            )
+        )
         lr = self.optim_config.lr_at(self.steps_done)
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)

@@ -139,8 +139,11 @@ def load_checkpoint(
 
     path = Path(path)
     meta = json.loads((path / "meta.json").read_text())
-    layout = (dist.get_world_size(), ps.get_tensor_model_parallel_world_size(),
-              ps.get_pipeline_model_parallel_world_size())  # fmt: skip
+    layout = (
+        dist.get_world_size(),
+        ps.get_tensor_model_parallel_world_size(),
+        ps.get_pipeline_model_parallel_world_size(),
+    )
     if layout != (meta["world_size"], meta["tp"], meta["pp"]):
         raise ValueError(
             f"{path}: saved with world/tp/pp {(meta['world_size'], meta['tp'], meta['pp'])}, "

@@ -38,9 +38,13 @@ def scenario() -> None:
             return out, lambda o: (o.float().sum(), torch.tensor(5, dtype=torch.int), {})
 
         get_forward_backward_func()(
-            forward_step_func=forward_step, data_iterator=iter([torch.randint(0, 64, (1, 5))]),
-            model=[model], num_microbatches=1, seq_length=5, micro_batch_size=1,
-        )  # fmt: skip
+            forward_step_func=forward_step,
+            data_iterator=iter([torch.randint(0, 64, (1, 5))]),
+            model=[model],
+            num_microbatches=1,
+            seq_length=5,
+            micro_batch_size=1,
+        )
     finally:
         ps.destroy_model_parallel()
 

@@ -18,10 +18,17 @@ def _hf_model(heads: int, kv_heads: int, tied: bool, vocab: int):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=vocab, hidden_size=heads * 8, intermediate_size=48, num_hidden_layers=4,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, rms_norm_eps=1e-6,
-        rope_theta=10000.0, max_position_embeddings=64, tie_word_embeddings=tied,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=heads * 8,
+        intermediate_size=48,
+        num_hidden_layers=4,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        max_position_embeddings=64,
+        tie_word_embeddings=tied,
+    )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config).eval()
     with torch.no_grad():

@@ -18,10 +18,17 @@ from nemo_red.models.qwen2 import Qwen2Shape
 
 def _save_hf(path, tied: bool, shard: str | None = None) -> Qwen2ForCausalLM:
     config = Qwen2Config(
-        vocab_size=61, hidden_size=48, intermediate_size=40, num_hidden_layers=4,
-        num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=tied,
-        max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
-    )  # fmt: skip
+        vocab_size=61,
+        hidden_size=48,
+        intermediate_size=40,
+        num_hidden_layers=4,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config).eval()
     kwargs = {} if shard is None else {"max_shard_size": shard}
@@ -34,8 +41,21 @@ def test_cli_round_trip_through_tp2_pp2(tmp_path, tied, shard, capsys):
     model = _save_hf(tmp_path / "hf", tied, shard)
     if shard:
         assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
-    assert main(["convert", "hf-to-megatron", str(tmp_path / "hf"), str(tmp_path / "mc"),
-                 "--tp", "2", "--pp", "2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "convert",
+                "hf-to-megatron",
+                str(tmp_path / "hf"),
+                str(tmp_path / "mc"),
+                "--tp",
+                "2",
+                "--pp",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "TP=2 x PP=2" in capsys.readouterr().out
     assert read_megatron_meta(tmp_path / "mc")["tp"] == 2
     assert main(["convert", "megatron-to-hf", str(tmp_path / "mc"), str(tmp_path / "out")]) == 0
@@ -54,8 +74,18 @@ def test_cli_round_trip_through_tp2_pp2(tmp_path, tied, shard, capsys):
 
 def test_loading_under_another_layout_reshards_exactly(tmp_path):
     _save_hf(tmp_path / "hf", tied=False)
-    main(["convert", "hf-to-megatron", str(tmp_path / "hf"), str(tmp_path / "mc"), "--tp", "2",
-          "--pp", "2"])  # fmt: skip
+    main(
+        [
+            "convert",
+            "hf-to-megatron",
+            str(tmp_path / "hf"),
+            str(tmp_path / "mc"),
+            "--tp",
+            "2",
+            "--pp",
+            "2",
+        ]
+    )
     hf = load_hf_state_dict(tmp_path / "hf")
     shape, shard = load_megatron_shard(tmp_path / "mc", tp_size=1, tp_rank=0, pp_size=4, pp_rank=3)
     expected = hf_to_megatron(hf, Qwen2Shape.from_hf_config(shape.to_hf_config()), 1, 0, 4, 3)
@@ -65,8 +95,16 @@ def test_loading_under_another_layout_reshards_exactly(tmp_path):
 
 def test_bf16_conversion(tmp_path):
     _save_hf(tmp_path / "hf", tied=True)
-    main(["convert", "hf-to-megatron", str(tmp_path / "hf"), str(tmp_path / "mc"), "--dtype",
-          "bfloat16"])  # fmt: skip
+    main(
+        [
+            "convert",
+            "hf-to-megatron",
+            str(tmp_path / "hf"),
+            str(tmp_path / "mc"),
+            "--dtype",
+            "bfloat16",
+        ]
+    )
     _, shard = load_megatron_shard(tmp_path / "mc", 1, 0, 1, 0)
     assert {t.dtype for t in shard.values()} == {torch.bfloat16}
 
@@ -75,8 +113,10 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["convert", "hf-to-megatron", str(tmp_path), str(tmp_path / "x")]) == 2
     assert "no config.json" in capsys.readouterr().err
     _save_hf(tmp_path / "hf", tied=False)
-    assert main(["convert", "hf-to-megatron", str(tmp_path / "hf"), str(tmp_path / "x"),
-                 "--tp", "4"]) == 2  # fmt: skip
+    assert (
+        main(["convert", "hf-to-megatron", str(tmp_path / "hf"), str(tmp_path / "x"), "--tp", "4"])
+        == 2
+    )
     assert "tensor-parallel size 4 must divide" in capsys.readouterr().err
     assert main(["convert", "megatron-to-hf", str(tmp_path / "hf"), str(tmp_path / "y")]) == 2
     assert "not a nemo_red megatron checkpoint" in capsys.readouterr().err

@@ -38,10 +38,15 @@ def main() -> None:
     from nemo_red.training.packing import SequenceBatch
 
     config = Qwen2Config(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=48,
         tie_word_embeddings=True,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     hf_model = Qwen2ForCausalLM(config)
     with torch.no_grad():
@@ -80,9 +85,10 @@ def main() -> None:
             tokens=[torch.tensor(p + c.token_ids.tolist()) for p, c in rows],
             prompt_lengths=torch.tensor([len(p) for p, _ in rows]),
             is_offline=torch.zeros(len(rows), dtype=torch.bool),
-            advantages=torch.zeros(len(rows)), rewards=torch.zeros(len(rows)),
+            advantages=torch.zeros(len(rows)),
+            rewards=torch.zeros(len(rows)),
             group_accuracy=torch.zeros(len(rows)),
-        )  # fmt: skip
+        )
         recomputed = actor.compute_logprobs_and_entropy(batch).logprobs
         engine = torch.zeros_like(recomputed)
         for r, (_, c) in enumerate(rows):

@@ -273,13 +273,21 @@ def test_unexpected_outputs_are_errors(trt: Any) -> None:
     good.finish_reason = "length"
     assert trtllm_engine._completion(good).logprobs.tolist() == [-1.0]
     cases = [
-        (CompletionOutput(0, token_ids=[4], logprobs=[{4: Logprob(-1.0)}], finish_reason="timeout"),
-         "finish_reason"),
-        (CompletionOutput(0, token_ids=[4], logprobs=[{5: Logprob(-1.0)}], finish_reason="stop"),
-         "sampled token 4"),
-        (CompletionOutput(0, token_ids=[4, 5], logprobs=[-1.0], finish_reason="stop"),
-         "1 log-probs for 2"),
-    ]  # fmt: skip
+        (
+            CompletionOutput(
+                0, token_ids=[4], logprobs=[{4: Logprob(-1.0)}], finish_reason="timeout"
+            ),
+            "finish_reason",
+        ),
+        (
+            CompletionOutput(0, token_ids=[4], logprobs=[{5: Logprob(-1.0)}], finish_reason="stop"),
+            "sampled token 4",
+        ),
+        (
+            CompletionOutput(0, token_ids=[4, 5], logprobs=[-1.0], finish_reason="stop"),
+            "1 log-probs for 2",
+        ),
+    ]
     for out, message in cases:
         with pytest.raises(RuntimeError, match=message):
             trtllm_engine._completion(out)

@@ -80,10 +80,15 @@ def main() -> None:
     from nemo_red.training.weights import full_hf_state_dict
 
     config = Qwen2Config(
-        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=args.tied,
+        vocab_size=61,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=args.tied,
         max_position_embeddings=64,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     hf = Qwen2ForCausalLM(config)
     with torch.no_grad():
@@ -116,8 +121,9 @@ def main() -> None:
         metrics = actor.train_step(batch, spec, StepContext(step=step, entropy_weight=w))
         history.append({"h_rl": stats.h_rl, "h_sft": stats.h_sft, "w": w, **metrics})
         if args.save_every and (step + 1) % args.save_every == 0:
-            save_checkpoint(args.ckpt, step + 1, actor, regulator, {"next_step": step + 1},
-                            {"history": history})  # fmt: skip
+            save_checkpoint(
+                args.ckpt, step + 1, actor, regulator, {"next_step": step + 1}, {"history": history}
+            )
 
     params = full_hf_state_dict(actor)
     if dist.get_rank() == 0:

@@ -64,8 +64,19 @@ def test_resume_equals_uninterrupted(tmp_path, nproc, args):
     ckpt = str(tmp_path / "ckpt")
     steps = ["--steps", "4"]
     straight = _train(tmp_path, "straight", nproc, *args, *steps)
-    _train(tmp_path, "first_half", nproc, *args, *steps, "--ckpt", ckpt, "--save-every", "2",
-           "--stop-after", "2")  # fmt: skip
+    _train(
+        tmp_path,
+        "first_half",
+        nproc,
+        *args,
+        *steps,
+        "--ckpt",
+        ckpt,
+        "--save-every",
+        "2",
+        "--stop-after",
+        "2",
+    )
     resumed = _train(tmp_path, "resumed", nproc, *args, *steps, "--ckpt", ckpt, "--save-every", "2")
     assert resumed["regulator"] == straight["regulator"]
     assert resumed["history"] == straight["history"]

@@ -22,27 +22,64 @@ from tensorrt_llm.sampling_params import SamplingParams
 # A subset of the 1.2.0 TorchLlmArgs fields (tensorrt_llm/llmapi/llm_args.py), plus "backend".
 TORCH_LLM_ARGS = frozenset(
     {
-        "backend", "orchestrator_type", "ray_worker_extension_cls", "ray_placement_config",
-        "enable_sleep", "max_seq_len", "max_batch_size", "max_num_tokens", "max_beam_width",
-        "kv_cache_config", "cuda_graph_config", "pipeline_parallel_size",
-        "context_parallel_size", "gpus_per_node", "enable_attention_dp", "model_kwargs",
-        "load_format", "enable_chunked_prefill", "disable_overlap_scheduler", "attn_backend",
-        "sampler_type", "allreduce_strategy", "stream_interval", "enable_autotuner",
-        "torch_compile_config", "batch_wait_timeout_ms", "batch_wait_timeout_iters",
-        "batch_wait_max_tokens_ratio", "checkpoint_format", "checkpoint_loader",
-        "gather_generation_logits", "return_perf_metrics", "num_postprocess_workers",
-        "disable_flashinfer_sampling", "print_iter_log", "moe_config", "lora_config",
-        "enable_lora", "peft_cache_config", "guided_decoding_backend",
+        "backend",
+        "orchestrator_type",
+        "ray_worker_extension_cls",
+        "ray_placement_config",
+        "enable_sleep",
+        "max_seq_len",
+        "max_batch_size",
+        "max_num_tokens",
+        "max_beam_width",
+        "kv_cache_config",
+        "cuda_graph_config",
+        "pipeline_parallel_size",
+        "context_parallel_size",
+        "gpus_per_node",
+        "enable_attention_dp",
+        "model_kwargs",
+        "load_format",
+        "enable_chunked_prefill",
+        "disable_overlap_scheduler",
+        "attn_backend",
+        "sampler_type",
+        "allreduce_strategy",
+        "stream_interval",
+        "enable_autotuner",
+        "torch_compile_config",
+        "batch_wait_timeout_ms",
+        "batch_wait_timeout_iters",
+        "batch_wait_max_tokens_ratio",
+        "checkpoint_format",
+        "checkpoint_loader",
+        "gather_generation_logits",
+        "return_perf_metrics",
+        "num_postprocess_workers",
+        "disable_flashinfer_sampling",
+        "print_iter_log",
+        "moe_config",
+        "lora_config",
+        "enable_lora",
+        "peft_cache_config",
+        "guided_decoding_backend",
     }
-)  # fmt: skip
+)
 # ExecutorMemoryType values (tensorrt_llm/_torch/virtual_memory.py, 1.2.0 era).
 MEMORY_TAGS = frozenset(
     {
-        "sampler", "drafter", "guided_decoder", "spec_resource_manager",
-        "_no_capture_init_kv_cache", "_no_capture_init_extra_resources", "model_extra",
-        "executor_extra", "kv_cache", "model", "draft_model",
+        "sampler",
+        "drafter",
+        "guided_decoder",
+        "spec_resource_manager",
+        "_no_capture_init_kv_cache",
+        "_no_capture_init_extra_resources",
+        "model_extra",
+        "executor_extra",
+        "kv_cache",
+        "model",
+        "draft_model",
     }
-)  # fmt: skip
+)
 
 
 @dataclass(slots=True)
