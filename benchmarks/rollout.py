@@ -3,8 +3,7 @@
 A random-weight tiny Qwen2 (4 layers, hidden 256, 8/2 heads, vocab 4096) generates 64 new
 tokens (greedy, no stop) after 64-token prompts at several batch sizes. The ``native``
 (megatron, static KV cache) and ``hf`` (transformers, dynamic KV cache) engines hold the
-same weights and run in this process one after the other; ``--vllm-python`` adds the vLLM
-engine from another interpreter (e.g. ``.venv-vllm/bin/python``) when given. Reported:
+same weights and run in this process one after the other. Reported:
 generated tokens per second (median of ``--repeats`` after a warm-up) and the native/hf
 ratio per batch size. Writes ``benchmarks/results/rollout_<device>.json``.
 """

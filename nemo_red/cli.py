@@ -6,10 +6,11 @@ Subcommands available in this release:
   compose;
 * ``grade``: grade model responses in a JSONL file against gold answers with math-verify;
 * ``convert``: Qwen2 / Qwen2.5 checkpoints between Hugging Face and megatron-core layouts
-  (any TP x PP).
-
-Training, evaluation and plotting (``train``, ``eval``, ``plot``) are planned and not part
-of this release yet.
+  (any TP x PP);
+* ``train``: RED (or a baseline preset) from a YAML config, under ``torchrun`` to scale;
+* ``plot``: the training-dynamics PNGs of a run directory;
+* ``eval``: accuracy of a HF checkpoint on a problem file (the full benchmark harness, with
+  pass@k and per-benchmark tables, is planned).
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from nemo_red import __version__
-
-PLANNED = "planned, not in this release yet: train, eval, plot"
 
 
 def _presets(args: argparse.Namespace) -> int:
@@ -103,15 +103,120 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from nemo_red.training.config import load_config
+    from nemo_red.training.trainer import RedTrainer
+
+    config = load_config(args.config, args.overrides)
+    trainer = RedTrainer(config)
+    try:
+        metrics = trainer.train()
+    finally:
+        trainer.close()
+    summary = {k: v for k, v in metrics.items() if k.startswith(("eval/", "reward/"))}
+    print(json.dumps({"run_dir": str(config.run.output_dir), **summary}))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from nemo_red.monitoring.plots import plot_run
+
+    metrics = args.run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{args.run_dir}: no metrics.jsonl (is this a run directory?)")
+    written = plot_run(metrics, args.out or args.run_dir / "plots")
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoTokenizer
+
+    from nemo_red.data.dataset import tokenize_problems
+    from nemo_red.data.loading import load_problems
+    from nemo_red.data.templates import get_template
+    from nemo_red.rewards import MathGrader
+    from nemo_red.rollout.base import SamplingParams
+    from nemo_red.rollout.hf_engine import HFEngine
+    from nemo_red.training.evaluation import TokenGrader, evaluate_subset
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    problems = load_problems(args.data, layout=args.layout, limit=args.limit).problems
+    template = get_template(args.template)
+    kept, _ = tokenize_problems(problems, tokenizer, template, 10**9, 10**9, use_teacher=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    engine = HFEngine.from_pretrained(args.model, device=device, max_batch_size=args.batch_size)
+    stops = tuple(
+        t
+        for t in (tokenizer.eos_token_id, tokenizer.get_vocab().get("<|im_end|>"))
+        if t is not None
+    )
+    params = SamplingParams(
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        stop_token_ids=stops,
+        seed=args.seed,
+    )
+    with MathGrader(num_workers=args.workers, think_split=args.think) as grader:
+        result = evaluate_subset(engine, TokenGrader(grader, tokenizer), kept, params)
+    print(
+        json.dumps(
+            {
+                "model": str(args.model),
+                "data": str(args.data),
+                "problems": len(kept),
+                "n": args.n,
+                "temperature": args.temperature,
+                **result,
+            }
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``nemo-red``."""
     parser = argparse.ArgumentParser(
         prog="nemo-red",
         description="RED (Recall-Extend Dynamics) post-training for math reasoning.",
-        epilog=PLANNED,
     )
     parser.add_argument("--version", action="version", version=f"nemo-red {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = sub.add_parser(
+        "train", help="train a policy with RED or a baseline preset (run under torchrun to scale)"
+    )
+    train.add_argument(
+        "--config", type=Path, help="YAML config (examples/conf/tiny_red.yaml: the tiny CPU run)"
+    )
+    train.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. trainer.total_steps=10"
+    )
+    train.set_defaults(func=_train)
+
+    plot = sub.add_parser("plot", help="draw the training-dynamics plots of a run directory")
+    plot.add_argument("run_dir", type=Path)
+    plot.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/plots)")
+    plot.set_defaults(func=_plot)
+
+    evaluate = sub.add_parser("eval", help="accuracy of a HF checkpoint on a problem file")
+    evaluate.add_argument("--model", type=Path, required=True, help="HF model directory")
+    evaluate.add_argument("--data", type=Path, required=True, help="jsonl/parquet problems")
+    evaluate.add_argument("--layout", default="auto")
+    evaluate.add_argument("--template", default="qwen_boxed")
+    evaluate.add_argument("--limit", type=int)
+    evaluate.add_argument("--n", type=int, default=1, help="samples per problem (avg@n)")
+    evaluate.add_argument("--temperature", type=float, default=0.6)
+    evaluate.add_argument("--top-p", type=float, default=1.0)
+    evaluate.add_argument("--max-new-tokens", type=int, default=1024)
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--think", action="store_true", help="grade only after </think>")
+    evaluate.set_defaults(func=_eval)
 
     presets = sub.add_parser("presets", help="list the loss presets and their terms")
     presets.add_argument("names", nargs="*", help="preset names (default: all)")
@@ -139,8 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_known_warnings() -> None:
+    """Hides megatron's import-time notices about optional CUDA extensions on CPU hosts."""
+    for message in (
+        r"Apex is not installed",
+        r"Transformer Engine and Apex are not installed",
+        r"full scope is deprecated",
+    ):
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nemo-red`` console script."""
+    _quiet_known_warnings()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -8,9 +8,11 @@ without. The world is split into TP x PP x DP with megatron's ``parallel_state``
 from __future__ import annotations
 
 import os
+import random
 import socket
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -57,7 +59,16 @@ def init_distributed(layout: ParallelLayout, seed: int) -> None:
         raise ValueError(f"world size {world} is not a multiple of tp*pp = {layout.tp * layout.pp}")
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(layout.tp, layout.pp)
+    seed_everything(seed)
     tensor_parallel.model_parallel_cuda_manual_seed(seed)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and torch the same on every rank (megatron initialises weights on
+    CPU from torch's global generator, and every TP rank must draw the same full matrix)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def shutdown_distributed() -> None:

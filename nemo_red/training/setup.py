@@ -1,0 +1,151 @@
+"""Everything a run needs before its first step: data, tokenizer, model, rollout engine.
+
+Rank 0 writes shared files (the generated task, the trained tokenizer) into the run
+directory and the other ranks wait at a barrier before reading them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+from nemo_red.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """Where the run's training and evaluation problems are."""
+
+    train: Path
+    eval: Path | None
+
+
+def _on_rank0(fn: Any) -> None:
+    if dist.get_rank() == 0:
+        fn()
+    dist.barrier()
+
+
+def prepare_data_files(config: TrainConfig, run_dir: Path) -> DataFiles:
+    """The configured files, or the generated arithmetic task written into the run."""
+    data = config.data
+    if data.train_path is not None:
+        return DataFiles(Path(data.train_path), Path(data.eval_path) if data.eval_path else None)
+    from nemo_red.data.arithmetic import ArithmeticTask, write_jsonl
+
+    arith = data.arithmetic
+    task = ArithmeticTask(
+        min_operands=arith.min_operands,
+        max_operands=arith.max_operands,
+        max_value=arith.max_value,
+        operators=arith.operators,
+        seed=config.run.seed,
+    )
+    folder = run_dir / "data"
+    files = DataFiles(folder / "train.jsonl", folder / "test.jsonl")
+
+    def write() -> None:
+        if not files.train.is_file():
+            write_jsonl(task.generate(arith.train_size, "train"), files.train)
+            write_jsonl(task.generate(arith.test_size, "test"), files.eval)
+
+    _on_rank0(write)
+    return files
+
+
+def prepare_tokenizer(config: TrainConfig, run_dir: Path, problems: list[Any]) -> Any:
+    """The configured tokenizer, or a small BPE trained on the training problems (tiny runs)."""
+    from transformers import AutoTokenizer
+
+    path = config.model.tokenizer_path or config.model.path
+    if path is not None:
+        return AutoTokenizer.from_pretrained(path)
+    folder = run_dir / "tokenizer"
+
+    def train() -> None:
+        if (folder / "tokenizer.json").is_file():
+            return
+        from nemo_red.data.tokenizer import train_tokenizer
+
+        texts = [p.question for p in problems] + [p.teacher for p in problems if p.teacher]
+        train_tokenizer(texts, vocab_size=512, path=folder)
+
+    _on_rank0(train)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def tiny_shape(config: TrainConfig, vocab_size: int) -> Qwen2Shape:
+    """The from-scratch model's architecture (vocabulary from the tokenizer)."""
+    tiny = config.model.tiny
+    return Qwen2Shape(
+        vocab_size=vocab_size,
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_layers=tiny.num_layers,
+        num_heads=tiny.num_heads,
+        num_kv_heads=tiny.num_kv_heads,
+        rms_norm_eps=1e-6,
+        rope_theta=tiny.rope_theta,
+        max_position_embeddings=tiny.max_position_embeddings,
+        tie_word_embeddings=True,
+    )
+
+
+def build_policy(config: TrainConfig, tokenizer: Any) -> tuple[torch.nn.Module, Qwen2Shape]:
+    """This rank's megatron model: loaded from ``model.path`` or initialised from scratch."""
+    from megatron.core import parallel_state as ps
+
+    from nemo_red.models import checkpoint_io
+    from nemo_red.models.conversion import hf_to_megatron
+
+    tp, pp = config.parallel.tp, config.parallel.pp
+    tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
+    dtype = checkpoint_io.DTYPES[config.model.dtype]
+    path = config.model.path
+    state = None
+    if path is None:
+        shape = tiny_shape(config, len(tokenizer))
+    elif (Path(path) / checkpoint_io.META).is_file():
+        shape, state = checkpoint_io.load_megatron_shard(Path(path), tp, tp_rank, pp, pp_rank)
+    else:
+        shape = Qwen2Shape.from_hf_config(checkpoint_io.read_hf_config(Path(path)))
+        hf = checkpoint_io.load_hf_state_dict(Path(path))
+        state = hf_to_megatron(hf, shape, tp, tp_rank, pp, pp_rank)
+    first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
+    model = build_gpt_model(shape, tp, pp, pre_process=first, post_process=last, dtype=dtype)
+    if state is not None:
+        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    if torch.cuda.is_available():
+        model.cuda()
+    return model, shape
+
+
+def build_engine(config: TrainConfig, actor: Any, tokenizer_dir: Path | None) -> Any:
+    """The configured rollout engine, holding the actor's current weights."""
+    rollout = config.rollout
+    if rollout.engine == "native":
+        from nemo_red.rollout.native_engine import NativeEngine
+
+        return NativeEngine.from_actor(actor, max_batch_size=rollout.max_batch_size)
+    if rollout.engine == "hf":
+        from nemo_red.rollout.hf_engine import HFEngine
+
+        dtype = torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        engine = HFEngine.from_config(
+            actor.shape.to_hf_config(),
+            dtype=dtype,
+            device=device,
+            max_batch_size=rollout.max_batch_size,
+        )
+        engine.update_weights(actor)
+        return engine
+    raise ValueError(
+        f"rollout.engine {rollout.engine!r} is built from a HF directory; export the policy "
+        "with 'nemo-red convert' and use the vllm/trtllm engine classes directly"
+    )

@@ -1,0 +1,337 @@
+"""``RedTrainer``: builds a run from a :class:`TrainConfig`, trains, checkpoints, resumes.
+
+A run directory holds ``config.yaml``, ``metrics.jsonl``, ``tensorboard/``,
+``checkpoints/`` (see ``checkpoint.py``), ``hf/`` (the final policy as a Hugging Face
+checkpoint with its tokenizer) and ``plots/``. Starting a run whose directory has a
+checkpoint resumes from it; the metrics log is cut back to the checkpoint's step, so a
+killed-and-resumed run logs what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+
+from nemo_red.algorithms import EntropyRegulator
+from nemo_red.data.dataset import ProblemSampler, tokenize_problems
+from nemo_red.data.loading import load_problems
+from nemo_red.data.templates import get_template
+from nemo_red.rewards import MathGrader
+from nemo_red.rollout.base import SamplingParams
+from nemo_red.training import checkpoint
+from nemo_red.training.actor import MegatronActor
+from nemo_red.training.config import TrainConfig
+from nemo_red.training.evaluation import TokenGrader, evaluate_subset
+from nemo_red.training.loop import StepRunner, stage_at
+from nemo_red.training.optim import OptimConfig
+from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdown_distributed
+from nemo_red.training.setup import (
+    build_engine,
+    build_policy,
+    prepare_data_files,
+    prepare_tokenizer,
+)
+
+
+@dataclasses.dataclass
+class RunParts:
+    """The live objects of a run."""
+
+    tokenizer: Any
+    train: list[Any]
+    eval: list[Any]
+    actor: MegatronActor
+    engine: Any
+    grader: TokenGrader
+    regulator: EntropyRegulator
+    sampler: ProblemSampler
+    stop_token_ids: list[int]
+
+
+def _load(config: TrainConfig, path: Path, layout: str, limit: int | None, train: bool) -> Any:
+    data = config.data
+    return load_problems(
+        path,
+        layout=layout,
+        fields=data.fields if train else None,
+        on_bad_row=data.on_bad_row,
+        require_teacher=train,
+        limit=limit,
+    )
+
+
+def _tokenize(
+    config: TrainConfig, problems: list[Any], tokenizer: Any, teacher: bool
+) -> tuple[list[Any], dict[str, int]]:
+    data = config.data
+    template = get_template(data.template)
+    if data.system_prompt is not None or data.think_prefix:
+        template = dataclasses.replace(
+            template,
+            system_prompt=data.system_prompt or template.system_prompt,
+            think_prefix=data.think_prefix,
+        )
+    return tokenize_problems(
+        problems,
+        tokenizer,
+        template,
+        data.max_prompt_tokens,
+        data.max_response_tokens,
+        tokenizer.eos_token_id,
+        use_teacher=teacher,
+    )
+
+
+class RedTrainer:
+    """Trains the policy of ``config`` (call :meth:`train`); collective over all ranks."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.run_dir = Path(config.run.output_dir)
+        init_distributed(ParallelLayout(config.parallel.tp, config.parallel.pp), config.run.seed)
+        self.rank0 = dist.get_rank() == 0
+        if self.rank0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(
+                OmegaConf.to_yaml(OmegaConf.structured(config))
+            )
+        dist.barrier()
+        self.parts = self._build()
+        self.runner = StepRunner(config, self.parts)
+        self.start_step = self._resume()
+        self.log = MetricsWriter(
+            self.run_dir, self.config.trainer.tensorboard, self.rank0, resume_step=self.start_step
+        )
+
+    # ---------------------------------------------------------------- building
+    def _build(self) -> RunParts:
+        config = self.config
+        files = prepare_data_files(config, self.run_dir)
+        loaded = _load(config, files.train, config.data.layout, None, train=True)
+        tokenizer = prepare_tokenizer(config, self.run_dir, loaded.problems)
+        train, dropped = _tokenize(config, loaded.problems, tokenizer, teacher=True)
+        evals: list[Any] = []
+        if files.eval is not None:
+            eval_set = _load(
+                config, files.eval, config.data.eval_layout, config.data.eval_limit, train=False
+            )
+            evals, _ = _tokenize(config, eval_set.problems, tokenizer, teacher=False)
+        info = {"skipped_rows": len(loaded.skipped), **dropped}
+        if not train:
+            raise ValueError(f"no training problems left after filtering: {info}")
+        if self.rank0:
+            print(
+                f"[nemo-red] {len(train)} training problems ({info}), "
+                f"{len(evals)} evaluation problems",
+                file=sys.stderr,
+            )
+        model, shape = build_policy(config, tokenizer)
+        trainer = config.trainer
+        optim = OptimConfig(
+            lr=trainer.optim.lr,
+            min_lr=trainer.optim.min_lr,
+            schedule=trainer.optim.schedule,
+            warmup_steps=trainer.optim.warmup_steps,
+            weight_decay=trainer.optim.weight_decay,
+            clip_grad=trainer.optim.clip_grad,
+            total_steps=self.total_steps * trainer.updates_per_step,
+        )
+        actor = MegatronActor(model, shape, optim, token_budget=trainer.token_budget)
+        engine = build_engine(config, actor, None)
+        grader = TokenGrader(
+            MathGrader(
+                num_workers=trainer.grader_workers,
+                timeout_s=trainer.grader_timeout_s,
+                think_split=trainer.think_split,
+            ),
+            tokenizer,
+        )
+        reg = config.algorithm.regulator
+        clip_high = float(config.rollout.n) if reg.clip_high is None else reg.clip_high
+        regulator = EntropyRegulator(reg.window, reg.clip_low, clip_high)
+        sampler = ProblemSampler(len(train), trainer.prompts_per_step, seed=config.run.seed)
+        stops = [
+            t
+            for t in {tokenizer.eos_token_id, tokenizer.get_vocab().get("<|im_end|>")}
+            if isinstance(t, int) and 0 <= t < shape.vocab_size
+        ]
+        return RunParts(
+            tokenizer, train, evals, actor, engine, grader, regulator, sampler, sorted(stops)
+        )
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.config.stages())
+
+    def _resume(self) -> int:
+        latest = checkpoint.latest_checkpoint(self.run_dir / "checkpoints")
+        if latest is None:
+            return 0
+        meta = checkpoint.load_checkpoint(latest, self.parts.actor, self.parts.regulator)
+        self.parts.sampler.load_state_dict(meta["data"])
+        self.runner.teacher_rewards = dict(meta["extra"].get("teacher_rewards", {}))
+        if self.rank0:
+            print(f"[nemo-red] resumed from {latest} (step {meta['step']})", file=sys.stderr)
+        return int(meta["step"])
+
+    # ---------------------------------------------------------------- training
+    def train(self) -> dict[str, float]:
+        """Runs the remaining steps; returns the last step's metrics."""
+        config, parts = self.config, self.parts
+        trainer = config.trainer
+        stages = config.stages()
+        skips, last = 0, {}
+        progress = _progress(self.rank0 and trainer.progress, self.start_step, self.total_steps)
+        for step in range(self.start_step, self.total_steps):
+            indices = parts.sampler.next_batch()
+            metrics = self.runner.run(step, indices, stage_at(stages, step))
+            skips = skips + 1 if metrics.get("skipped", 0.0) > 0 else 0
+            done = step + 1
+            if trainer.eval_every and (done % trainer.eval_every == 0 or done == self.total_steps):
+                metrics.update(self.evaluate())
+            self.log.write(done, metrics)
+            progress(metrics)
+            last = metrics
+            if skips > trainer.max_consecutive_skips:
+                raise RuntimeError(f"stopping: {skips} consecutive steps had non-finite gradients")
+            if done % trainer.checkpoint_every == 0 or done == self.total_steps:
+                self.save(done)
+        self.finish()
+        return last
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out accuracy on the evaluation subset (shared over data-parallel ranks)."""
+        parts, rollout = self.parts, self.config.rollout
+        if not parts.eval:
+            return {}
+        from megatron.core import parallel_state as ps
+
+        rank, size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+        mine = parts.eval[rank::size]
+        params = SamplingParams(
+            n=1,
+            temperature=rollout.eval_temperature,
+            max_new_tokens=rollout.eval_max_new_tokens or rollout.max_new_tokens,
+            stop_token_ids=tuple(parts.stop_token_ids),
+            seed=self.config.run.seed,
+        )
+        local = evaluate_subset(parts.engine, parts.grader, mine, params) if mine else {}
+        weighted = torch.tensor(
+            [[v * len(mine) for v in local.values()] + [len(mine)]]
+            if local
+            else [[0.0, 0.0, 0.0, 0.0]],
+            dtype=torch.float64,
+        )
+        dist.all_reduce(weighted, group=ps.get_data_parallel_group())
+        keys = ["eval/accuracy", "eval/response_length", "eval/truncated"]
+        total = max(float(weighted[0, -1]), 1.0)
+        return {k: float(weighted[0, i]) / total for i, k in enumerate(keys)}
+
+    def save(self, step: int) -> None:
+        """Writes the checkpoint of ``step``."""
+        checkpoint.save_checkpoint(
+            self.run_dir / "checkpoints",
+            step,
+            self.parts.actor,
+            self.parts.regulator,
+            self.parts.sampler.state_dict(),
+            {"teacher_rewards": self.runner.teacher_rewards},
+            keep=self.config.trainer.keep_checkpoints,
+        )
+
+    def finish(self) -> None:
+        """Exports the policy as a HF checkpoint with its tokenizer, and draws the plots."""
+        from nemo_red.models.checkpoint_io import save_hf_checkpoint
+        from nemo_red.training.weights import full_hf_state_dict
+
+        state = full_hf_state_dict(self.parts.actor)
+        if self.rank0:
+            out = self.run_dir / "hf"
+            save_hf_checkpoint(state, self.parts.actor.shape, out)
+            self.parts.tokenizer.save_pretrained(out)
+            try:
+                self.log.plot()
+            except ImportError as err:  # plotting needs matplotlib
+                print(f"[nemo-red] no plots: {err}", file=sys.stderr)
+        dist.barrier()
+
+    def close(self) -> None:
+        """Stops the grader workers, the engine and the process groups."""
+        self.parts.grader.grader.close()
+        self.parts.engine.shutdown()
+        self.log.close()
+        shutdown_distributed()
+
+
+class MetricsWriter:
+    """JSONL + TensorBoard + plots on rank 0 (no-ops elsewhere)."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, active: bool, resume_step: int) -> None:
+        self.run_dir = run_dir
+        self.active = active
+        if not active:
+            return
+        from nemo_red.monitoring.metrics_log import MetricsLog
+
+        self.jsonl = MetricsLog(run_dir / "metrics.jsonl", resume_step=resume_step or None)
+        self.tb = None
+        if tensorboard:
+            from nemo_red.monitoring.tensorboard import TensorBoardWriter
+
+            self.tb = TensorBoardWriter(run_dir / "tensorboard")
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.active:
+            return
+        self.jsonl.log(step, metrics)
+        if self.tb is not None:
+            self.tb.add_scalars(step, metrics)
+
+    def plot(self) -> list[Path]:
+        from nemo_red.monitoring.plots import plot_run
+
+        return (
+            plot_run(self.run_dir / "metrics.jsonl", self.run_dir / "plots") if self.active else []
+        )
+
+    def close(self) -> None:
+        if not self.active:
+            return
+        self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _progress(enabled: bool, start: int, total: int) -> Any:
+    if not enabled:
+        return lambda metrics: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=start, desc="nemo-red", dynamic_ncols=True, file=sys.stderr)
+    keys = {
+        "reward/online_accuracy": "acc",
+        "eval/accuracy": "eval",
+        "entropy/w": "w",
+        "entropy/h_rl": "H_rl",
+        "entropy/h_sft": "H_sft",
+        "loss/total": "loss",
+    }
+
+    def update(metrics: dict[str, float]) -> None:
+        bar.set_postfix(
+            {
+                short: f"{metrics[k]:.3g}"
+                for k, short in keys.items()
+                if isinstance(metrics.get(k), float)
+            },
+            refresh=False,
+        )
+        bar.update(1)
+
+    return update

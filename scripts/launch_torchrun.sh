@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Launch `nemo-red train` with torchrun on one or more nodes.
+#
+# Single node, all local GPUs:
+#   scripts/launch_torchrun.sh --config examples/conf/red_qwen2.5_math_1.5b.yaml
+# Two nodes of 8 GPUs (run on each node; NODE_RANK 0 on the node whose address is MASTER_ADDR):
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 GPUS_PER_NODE=8 \
+#     scripts/launch_torchrun.sh --config examples/conf/red_qwen2.5_math_1.5b.yaml
+#
+# Arguments are passed to `nemo-red train` (config path, key=value overrides).
+# CPU-only hosts: GPUS_PER_NODE sets the number of processes (gloo backend), default 1.
+set -euo pipefail
+
+NNODES="${NNODES:-1}"
+NODE_RANK="${NODE_RANK:-0}"
+MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
+MASTER_PORT="${MASTER_PORT:-29500}"
+if [[ -z "${GPUS_PER_NODE:-}" ]]; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    GPUS_PER_NODE="$(nvidia-smi --list-gpus | wc -l)"
+  else
+    GPUS_PER_NODE=1
+  fi
+fi
+PYTHON="${PYTHON:-python}"
+
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+exec "$PYTHON" -m torch.distributed.run \
+  --nnodes "$NNODES" \
+  --node_rank "$NODE_RANK" \
+  --nproc_per_node "$GPUS_PER_NODE" \
+  --master_addr "$MASTER_ADDR" \
+  --master_port "$MASTER_PORT" \
+  -m nemo_red.cli train "$@"

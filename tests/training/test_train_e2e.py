@@ -1,0 +1,174 @@
+"""`nemo-red train` end to end on the tiny default: outputs, SIGKILL + resume, torchrun, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.torchrun import REPO_ROOT, run_torchrun
+
+TINY = REPO_ROOT / "examples" / "conf" / "tiny_red.yaml"
+SMALL = [
+    "data.arithmetic.train_size=200",
+    "data.arithmetic.test_size=40",
+    "data.eval_limit=16",
+    "trainer.prompts_per_step=8",
+    "rollout.n=3",
+    "rollout.max_new_tokens=16",
+    "trainer.progress=false",
+    "algorithm.sft_warmup_steps=1",  # step 1 is SFT, the rest RED: both stages run
+]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+
+
+def _train_cmd(out: Path, *overrides: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "nemo_red.cli",
+        "train",
+        "--config",
+        str(TINY),
+        f"run.output_dir={out}",
+        *SMALL,
+        *overrides,
+    ]
+
+
+def _metrics(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith(("time", "throughput"))} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "run"
+    cmd = _train_cmd(
+        out, "trainer.total_steps=4", "trainer.checkpoint_every=2", "trainer.eval_every=2"
+    )
+    subprocess.run(cmd, check=True, env=_env(), capture_output=True, timeout=600)
+    return out
+
+
+def test_tiny_run_writes_metrics_checkpoints_plots_and_hf_export(straight):
+    metrics = _metrics(straight)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert metrics[0]["stage/sft_only"] == 1.0  # the SFT warm-up step
+    assert "reward/online_accuracy" not in metrics[0]
+    for key in (
+        "reward/online_accuracy",
+        "entropy/h_rl",
+        "entropy/h_sft",
+        "entropy/w",
+        "online/clip_frac",
+        "loss/total",
+        "grad_norm",
+        "lr",
+        "logprob_gap/max",
+    ):
+        assert all(key in m for m in metrics[1:]), key
+    assert "eval/accuracy" in metrics[1]
+    assert (straight / "checkpoints" / "latest").read_text() == "step_000004"
+    assert {p.name for p in (straight / "plots").glob("*.png")} >= {"entropy.png", "weight.png"}
+    assert list((straight / "tensorboard").iterdir())
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM.from_pretrained(straight / "hf")
+    tokenizer = AutoTokenizer.from_pretrained(straight / "hf")
+    ids = tokenizer("Compute 2 + 3.", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 4
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(straight, tmp_path):
+    out = tmp_path / "run"
+    cmd = _train_cmd(
+        out, "trainer.total_steps=4", "trainer.checkpoint_every=2", "trainer.eval_every=2"
+    )
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    latest = out / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not (latest.is_file() and latest.read_text() == "step_000002"):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd, check=True, env=_env(), capture_output=True, timeout=600)
+    assert _metrics(out) == _metrics(straight)
+    from safetensors.torch import load_file
+
+    resumed, reference = (
+        load_file(out / "hf" / "model.safetensors"),
+        load_file(straight / "hf" / "model.safetensors"),
+    )
+    for key, value in reference.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("layout", [[], ["parallel.tp=2"]], ids=["dp2", "tp2"])
+def test_training_under_torchrun(tmp_path, layout):
+    out = tmp_path / "run"
+    script = REPO_ROOT / "nemo_red" / "cli.py"
+    args = [
+        "train",
+        "--config",
+        str(TINY),
+        f"run.output_dir={out}",
+        *SMALL,
+        "trainer.total_steps=2",
+        "trainer.eval_every=2",
+        "trainer.checkpoint_every=2",
+        *layout,
+    ]
+    run_torchrun(script, 2, args, timeout=400)
+    metrics = _metrics(out)
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["skipped"] == 0 for m in metrics)
+    assert (out / "hf" / "model.safetensors").is_file()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nemo_red.cli", *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_bad_config_names_the_key(tmp_path):
+    result = _cli("train", "--config", str(TINY), "trainer.optim.lrate=1")
+    assert result.returncode == 2
+    assert "unknown key 'trainer.optim.lrate'" in result.stderr
+    assert "'lr'" in result.stderr
+
+
+def test_bad_data_names_file_row_and_field(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text(
+        '{"problem": "1+1", "answer": "2", "distill": "\\\\boxed{2}"}\n'
+        '{"problem": "2+2", "distill": "\\\\boxed{4}"}\n'
+    )
+    result = _cli(
+        "train",
+        "--config",
+        str(TINY),
+        f"run.output_dir={tmp_path / 'run'}",
+        f"data.train_path={data}",
+        "data.layout=red",
+        "model.tokenizer_path=none",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{data}: row 2: missing field 'answer'" in result.stderr
