@@ -125,8 +125,25 @@ def build_policy(config: TrainConfig, tokenizer: Any) -> tuple[torch.nn.Module, 
     return model, shape
 
 
-def build_engine(config: TrainConfig, actor: Any, tokenizer_dir: Path | None) -> Any:
-    """The configured rollout engine, holding the actor's current weights."""
+def export_policy(actor: Any, tokenizer: Any, folder: Path) -> Path:
+    """Writes the actor's current weights and the tokenizer as a HF directory (collective)."""
+    from nemo_red.models.checkpoint_io import save_hf_checkpoint
+    from nemo_red.training.weights import full_hf_state_dict
+
+    state = full_hf_state_dict(actor)
+    if dist.get_rank() == 0:
+        save_hf_checkpoint(state, actor.shape, folder)
+        tokenizer.save_pretrained(folder)
+    dist.barrier()
+    return folder
+
+
+def build_engine(config: TrainConfig, actor: Any, tokenizer: Any, run_dir: Path) -> Any:
+    """The configured rollout engine, holding the actor's current weights.
+
+    ``vllm`` and ``trtllm`` start from a HF export of the actor written into the run
+    directory (``rollout_init/``) and are refit in place after every step.
+    """
     rollout = config.rollout
     if rollout.engine == "native":
         from nemo_red.rollout.native_engine import NativeEngine
@@ -145,7 +162,20 @@ def build_engine(config: TrainConfig, actor: Any, tokenizer_dir: Path | None) ->
         )
         engine.update_weights(actor)
         return engine
-    raise ValueError(
-        f"rollout.engine {rollout.engine!r} is built from a HF directory; export the policy "
-        "with 'nemo-red convert' and use the vllm/trtllm engine classes directly"
+    folder = export_policy(actor, tokenizer, run_dir / "rollout_init")
+    context = actor.shape.max_position_embeddings
+    if rollout.engine == "vllm":
+        from nemo_red.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            folder, dtype=config.model.dtype, max_model_len=context, seed=config.run.seed
+        )
+    from nemo_red.rollout.trtllm_engine import TRTLLMEngine
+
+    return TRTLLMEngine(
+        folder,
+        tensor_parallel_size=1,
+        dtype=config.model.dtype,
+        max_model_len=context,
+        seed=config.run.seed,
     )

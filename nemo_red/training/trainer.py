@@ -34,6 +34,7 @@ from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdow
 from nemo_red.training.setup import (
     build_engine,
     build_policy,
+    export_policy,
     prepare_data_files,
     prepare_tokenizer,
 )
@@ -143,7 +144,7 @@ class RedTrainer:
             total_steps=self.total_steps * trainer.updates_per_step,
         )
         actor = MegatronActor(model, shape, optim, token_budget=trainer.token_budget)
-        engine = build_engine(config, actor, None)
+        engine = build_engine(config, actor, tokenizer, self.run_dir)
         grader = TokenGrader(
             MathGrader(
                 num_workers=trainer.grader_workers,
@@ -247,14 +248,8 @@ class RedTrainer:
 
     def finish(self) -> None:
         """Exports the policy as a HF checkpoint with its tokenizer, and draws the plots."""
-        from nemo_red.models.checkpoint_io import save_hf_checkpoint
-        from nemo_red.training.weights import full_hf_state_dict
-
-        state = full_hf_state_dict(self.parts.actor)
+        export_policy(self.parts.actor, self.parts.tokenizer, self.run_dir / "hf")
         if self.rank0:
-            out = self.run_dir / "hf"
-            save_hf_checkpoint(state, self.parts.actor.shape, out)
-            self.parts.tokenizer.save_pretrained(out)
             try:
                 self.log.plot()
             except ImportError as err:  # plotting needs matplotlib
