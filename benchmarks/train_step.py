@@ -37,6 +37,8 @@ def _run(preset: str, steps: int, out: Path) -> dict[str, float]:
         str(REPO_ROOT / "examples" / "conf" / "tiny_red.yaml"),
         f"run.output_dir={out}",
         f"algorithm.preset={preset}",
+        "algorithm.sft_warmup_steps=0",
+        "trainer.optim.warmup_steps=0",
         f"trainer.total_steps={steps}",
         "trainer.eval_every=0",
         f"trainer.checkpoint_every={steps}",

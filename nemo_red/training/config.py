@@ -250,6 +250,12 @@ class TrainConfig:
         return Path(self.run.output_dir)
 
     def __post_init__(self) -> None:
+        optim, steps = self.trainer.optim, sum(s.steps for s in self.stages())
+        if optim.schedule != "constant" and steps <= optim.warmup_steps:
+            raise ConfigError(
+                f"trainer.optim.schedule {optim.schedule!r} decays after the warm-up: the run's "
+                f"{steps} steps must exceed trainer.optim.warmup_steps ({optim.warmup_steps})"
+            )
         if (
             not self.algorithm.stages
             and self.algorithm.sft_warmup_steps >= self.trainer.total_steps

@@ -241,6 +241,7 @@ def test_training_loop_with_the_vllm_engine(tmp_path):
         "rollout.engine=vllm",
         "trainer.total_steps=3",
         "algorithm.sft_warmup_steps=1",
+        "trainer.optim.warmup_steps=1",
         "trainer.eval_every=3",
         "trainer.progress=false",
         "data.arithmetic.train_size=200",

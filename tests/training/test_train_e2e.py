@@ -23,6 +23,7 @@ SMALL = [
     "rollout.max_new_tokens=16",
     "trainer.progress=false",
     "algorithm.sft_warmup_steps=1",  # step 1 is SFT, the rest RED: both stages run
+    "trainer.optim.warmup_steps=1",
 ]
 
 
