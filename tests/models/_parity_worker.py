@@ -15,22 +15,10 @@ import torch.distributed as dist
 
 
 def _hf_model(heads: int, kv_heads: int, tied: bool, vocab: int):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from tests.tiny_models import random_qwen2
 
-    config = Qwen2Config(
-        vocab_size=vocab,
-        hidden_size=heads * 8,
-        intermediate_size=48,
-        num_hidden_layers=4,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        rms_norm_eps=1e-6,
-        rope_theta=10000.0,
-        max_position_embeddings=64,
-        tie_word_embeddings=tied,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config).eval()
+    model = random_qwen2(vocab=vocab, hidden=heads * 8, heads=heads, kv_heads=kv_heads, tied=tied)
+    config = model.config
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:

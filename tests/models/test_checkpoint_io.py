@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2ForCausalLM
 
 from nemo_red.cli import main
 from nemo_red.models.checkpoint_io import (
@@ -14,23 +14,13 @@ from nemo_red.models.checkpoint_io import (
 )
 from nemo_red.models.conversion import hf_to_megatron
 from nemo_red.models.qwen2 import Qwen2Shape
+from tests.tiny_models import random_qwen2
 
 
 def _save_hf(path, tied: bool, shard: str | None = None) -> Qwen2ForCausalLM:
-    config = Qwen2Config(
-        vocab_size=61,
-        hidden_size=48,
-        intermediate_size=40,
-        num_hidden_layers=4,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        tie_word_embeddings=tied,
-        max_position_embeddings=64,
-        bos_token_id=1,
-        eos_token_id=2,
+    model = random_qwen2(
+        hidden=48, intermediate=40, heads=12, tied=tied, bos_token_id=1, eos_token_id=2
     )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config).eval()
     kwargs = {} if shard is None else {"max_shard_size": shard}
     model.save_pretrained(path, safe_serialization=True, **kwargs)
     return model

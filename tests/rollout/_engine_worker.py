@@ -25,7 +25,6 @@ def main() -> None:
 
     init_distributed(ParallelLayout(args.tp, 1), seed=1)
     from megatron.core import parallel_state as ps
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from nemo_red.algorithms import StepContext, get_preset
     from nemo_red.models.conversion import hf_to_megatron
@@ -36,22 +35,10 @@ def main() -> None:
     from nemo_red.training.actor import MegatronActor
     from nemo_red.training.optim import OptimConfig
     from nemo_red.training.packing import SequenceBatch
+    from tests.tiny_models import random_qwen2
 
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=48,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    hf_model = Qwen2ForCausalLM(config)
-    with torch.no_grad():
-        for p in hf_model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+    hf_model = random_qwen2(vocab=VOCAB, layers=2, max_positions=48, tied=True, noise=0.3)
+    config = hf_model.config
     shape = Qwen2Shape.from_hf_config(config.to_dict())
     model = build_gpt_model(shape, args.tp)
     model.load_state_dict(

@@ -70,7 +70,6 @@ def main() -> None:
 
     init_distributed(ParallelLayout(args.tp, args.pp), seed=1)
     from megatron.core import parallel_state as ps
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from nemo_red.models.conversion import hf_to_megatron
     from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
@@ -78,22 +77,10 @@ def main() -> None:
     from nemo_red.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from nemo_red.training.optim import OptimConfig
     from nemo_red.training.weights import full_hf_state_dict
+    from tests.tiny_models import random_qwen2
 
-    config = Qwen2Config(
-        vocab_size=61,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=args.tied,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    hf = Qwen2ForCausalLM(config)
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    hf = random_qwen2(tied=args.tied, noise=0.05)
+    config = hf.config
     shape = Qwen2Shape.from_hf_config(config.to_dict())
     tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
