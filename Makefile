@@ -54,3 +54,5 @@ bench: setup
 	$(BIN)/python benchmarks/token_stats.py
 	$(BIN)/python benchmarks/grader.py
 	$(BIN)/python benchmarks/actor.py
+	$(BIN)/python benchmarks/rollout.py
+	$(BIN)/python benchmarks/train_step.py
