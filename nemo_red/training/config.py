@@ -195,7 +195,8 @@ class AlgorithmConfig:
 
 @dataclass(frozen=True)
 class OptimSection:
-    """AdamW and its schedule (see ``nemo_red.training.optim.OptimConfig``)."""
+    """AdamW and its schedule: the fields of ``nemo_red.training.optim.OptimConfig`` that a
+    config sets (the trainer adds ``total_steps`` from the schedule of stages)."""
 
     lr: float = 2e-6
     min_lr: float = 0.0

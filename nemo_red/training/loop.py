@@ -15,6 +15,7 @@ Where it departs from the paper's public code, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,8 +40,6 @@ def build_loss(config: TrainConfig, preset: str) -> LossSpec:
     if algo.aggregation is not None:
         changes["aggregation"] = algo.aggregation
     if changes:
-        import dataclasses
-
         spec = dataclasses.replace(spec, **changes)
     for term, params in algo.term_params.items():
         if term in {t.term for t in spec.terms}:

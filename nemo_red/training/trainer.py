@@ -135,12 +135,7 @@ class RedTrainer:
         model, shape = build_policy(config, tokenizer)
         trainer = config.trainer
         optim = OptimConfig(
-            lr=trainer.optim.lr,
-            min_lr=trainer.optim.min_lr,
-            schedule=trainer.optim.schedule,
-            warmup_steps=trainer.optim.warmup_steps,
-            weight_decay=trainer.optim.weight_decay,
-            clip_grad=trainer.optim.clip_grad,
+            **dataclasses.asdict(trainer.optim),
             total_steps=self.total_steps * trainer.updates_per_step,
         )
         actor = MegatronActor(model, shape, optim, token_budget=trainer.token_budget)
