@@ -159,29 +159,76 @@ class StageConfig:
 
 
 @dataclass(frozen=True)
+class HPTConfig:
+    """HPT's per-prompt switch (``algorithm.schedule: hpt``, see ``training/schedules.py``).
+
+    Attributes:
+        gate: a prompt with at most this many correct online rollouts trains on its teacher
+            trace (SFT) instead of its rollouts.
+        sft_coef: the coefficient of the NLL term on those teacher traces.
+    """
+
+    gate: int = 0
+    sft_coef: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.gate < 0 or self.sft_coef < 0:
+            raise ConfigError(f"algorithm.hpt: gate and sft_coef must be >= 0, got {self}")
+
+
+@dataclass(frozen=True)
+class ReliftConfig:
+    """ReLIFT's buffer of failed questions (``algorithm.schedule: relift``).
+
+    Attributes:
+        buffer_size: an SFT update on the buffered teacher traces runs once the buffer holds
+            this many questions; the buffer then empties.
+        preset: the loss of that update (an offline-only preset).
+    """
+
+    buffer_size: int = 32
+    preset: str = "sft"
+
+    def __post_init__(self) -> None:
+        if self.buffer_size < 1:
+            raise ConfigError(f"algorithm.relift.buffer_size must be >= 1, got {self.buffer_size}")
+
+
+SCHEDULES = ("plain", "hpt", "relift")
+
+
+@dataclass(frozen=True)
 class AlgorithmConfig:
     """The loss: a preset, optional overrides of its parts, and the regulator.
 
     The schedule is ``sft_warmup_steps`` steps of the ``sft`` preset (a cold start for a
     model that has never seen the answer format), then ``preset`` until
-    ``trainer.total_steps``; ``stages`` replaces that with an explicit list.
+    ``trainer.total_steps``; ``stages`` replaces that with an explicit list. ``schedule``
+    adds a per-step rule on top of the stages' presets: ``hpt`` (per-prompt SFT or GRPO)
+    or ``relift`` (SFT updates on a buffer of failed questions); see
+    ``nemo_red/training/schedules.py``.
     """
 
     preset: str = "red"
     advantage: str | None = None
     aggregation: str | None = None
     term_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    coefficient_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     kl_coef: float = 0.0
     regulator: RegulatorConfig = field(default_factory=RegulatorConfig)
     stages: list[StageConfig] = field(default_factory=list)
     sft_warmup_steps: int = 0
     dynamic_sampling: bool = False
     overlong_buffer: int = 0
+    schedule: str = "plain"
+    hpt: HPTConfig = field(default_factory=HPTConfig)
+    relift: ReliftConfig = field(default_factory=ReliftConfig)
 
     def __post_init__(self) -> None:
-        for name in [self.preset, *(s.preset for s in self.stages)]:
+        for name in [self.preset, *(s.preset for s in self.stages), self.relift.preset]:
             if name not in PRESETS:
                 raise ConfigError(f"algorithm: unknown preset {name!r}; valid: {PRESETS.names()}")
+        self._check_schedule()
         if self.advantage is not None and self.advantage not in ADVANTAGE_ESTIMATORS:
             raise ConfigError(
                 f"algorithm.advantage {self.advantage!r} unknown; "
@@ -190,6 +237,26 @@ class AlgorithmConfig:
         if self.aggregation is not None and self.aggregation not in AGGREGATIONS:
             raise ConfigError(
                 f"algorithm.aggregation {self.aggregation!r} unknown; valid: {AGGREGATIONS.names()}"
+            )
+
+    def _check_schedule(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"algorithm.schedule {self.schedule!r} unknown; valid: {SCHEDULES}")
+        specs = [PRESETS.get(n) for n in [self.preset, *(s.preset for s in self.stages)]]
+        online = [s for s in specs if s.uses_online]
+        if self.schedule != "plain" and not online:
+            raise ConfigError(
+                f"algorithm.schedule {self.schedule!r} needs a preset with online rollouts"
+            )
+        if self.schedule == "hpt" and any(s.uses_offline for s in online):
+            raise ConfigError(
+                "algorithm.schedule 'hpt' adds its own SFT term: its online presets must not "
+                f"train on teacher traces (got {[s.name for s in online if s.uses_offline]})"
+            )
+        relift = PRESETS.get(self.relift.preset)
+        if self.schedule == "relift" and (relift.uses_online or not relift.uses_offline):
+            raise ConfigError(
+                f"algorithm.relift.preset {relift.name!r} must train on teacher traces only"
             )
 
 

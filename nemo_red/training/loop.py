@@ -11,6 +11,8 @@ Where it departs from the paper's public code, and why:
 * The offline item's reward is graded like any response unless ``data.trust_offline``.
 * Steps with non-finite gradients are skipped and logged; training stops after
   ``trainer.max_consecutive_skips`` in a row.
+* ``algorithm.schedule`` (HPT, ReLIFT) changes which items a step trains on, not the loss
+  terms; see ``schedules.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from nemo_red.algorithms import LossSpec, StepContext, TermSpec, get_preset
 from nemo_red.rollout.base import SamplingParams, logprob_gap
 from nemo_red.training.config import StageConfig, TrainConfig
 from nemo_red.training.groups import GroupInput, StepGroups, build_groups
+from nemo_red.training.schedules import ReliftBuffer, hpt_loss, route_hpt
 
 
 def build_loss(config: TrainConfig, preset: str) -> LossSpec:
@@ -44,6 +47,9 @@ def build_loss(config: TrainConfig, preset: str) -> LossSpec:
     for term, params in algo.term_params.items():
         if term in {t.term for t in spec.terms}:
             spec = spec.with_term(term, params=dict(params))
+    for term, params in algo.coefficient_params.items():
+        if term in {t.term for t in spec.terms}:
+            spec = spec.with_term(term, coefficient_params=dict(params))
     if algo.kl_coef > 0:
         spec = spec.with_extra_term(
             TermSpec("kl_k3", "online", coefficient_params={"value": algo.kl_coef})
@@ -88,6 +94,26 @@ class StepRunner:
         self.config = config
         self.parts = parts
         self.teacher_rewards: dict[str, float] = {}
+        self.relift = ReliftBuffer(config.algorithm.relift.buffer_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's own training state (JSON-serialisable), saved in checkpoints."""
+        state: dict[str, Any] = {"teacher_rewards": self.teacher_rewards}
+        if self.config.algorithm.schedule == "relift":
+            state["relift_buffer"] = self.relift.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`state_dict` (keys a checkpoint lacks keep their initial value)."""
+        self.teacher_rewards = dict(state.get("teacher_rewards", {}))
+        if "relift_buffer" in state:
+            self.relift.load_state_dict(state["relift_buffer"])
+
+    def loss_for(self, stage: StageConfig) -> LossSpec:
+        """The loss of a step of ``stage``: its preset, overrides, and the schedule's terms."""
+        spec = build_loss(self.config, stage.preset)
+        algo = self.config.algorithm
+        return hpt_loss(spec, algo.hpt.sft_coef) if algo.schedule == "hpt" else spec
 
     # -------------------------------------------------------------- rollouts
     def _dp(self) -> tuple[int, int]:
@@ -134,7 +160,7 @@ class StepRunner:
     def run(self, step: int, indices: list[int], stage: StageConfig) -> dict[str, float]:
         """Runs iteration ``step`` on the training problems ``indices``."""
         config, parts = self.config, self.parts
-        spec = build_loss(config, stage.preset)
+        spec = self.loss_for(stage)
         timer = PhaseTimer()
         problems = [parts.train[i] for i in indices]
         rolled = (
@@ -152,6 +178,10 @@ class StepRunner:
             )
             for p, (completions, rewards) in zip(problems, rolled, strict=True)
         ]
+        schedule_metrics: dict[str, float] = {}
+        if config.algorithm.schedule == "hpt" and spec.uses_online:
+            inputs, to_sft = route_hpt(inputs, config.algorithm.hpt.gate)
+            schedule_metrics["hpt/sft_fraction"] = sum(to_sft) / len(to_sft)
         groups = build_groups(
             inputs,
             spec.advantage,
@@ -166,14 +196,43 @@ class StepRunner:
         ctx = StepContext(step=step, entropy_weight=parts.regulator.weight)
         with timer.phase("train"):
             train_metrics = self._updates(batch, spec, ctx)
+        if config.algorithm.schedule == "relift" and spec.uses_online:
+            with timer.phase("relift"):
+                schedule_metrics.update(self._relift(indices, [r for _, r in rolled], ctx))
         with timer.phase("refit"):
             parts.engine.update_weights(parts.actor)
         tokens = int(sum(len(t) for t in batch.tokens))
         metrics.update(train_metrics)
+        metrics.update(schedule_metrics)
+        metrics["skipped"] = max(train_metrics["skipped"], metrics.get("relift/skipped", 0.0))
         metrics.update(timer.times)
         metrics["time/step"] = sum(timer.times.values())
         metrics["throughput/tokens_per_s"] = tokens / max(metrics["time/step"], 1e-9)
         metrics["stage/sft_only"] = float(not spec.uses_online)
+        return metrics
+
+    def _relift(
+        self, indices: list[int], rewards: list[list[float]], ctx: StepContext
+    ) -> dict[str, float]:
+        """Buffers the failed questions; when the buffer is full, one SFT update on it."""
+        metrics = {"relift/added": float(self.relift.add_failures(indices, rewards))}
+        metrics["relift/sft_step"] = float(self.relift.full)
+        if self.relift.full:
+            buffered = [self.parts.train[i] for i in self.relift.drain()]
+            spec = build_loss(self.config, self.config.algorithm.relift.preset)
+            inputs = [
+                GroupInput(p.prompt_ids, [], [], p.teacher_ids, self._teacher_reward(p))
+                for p in buffered
+            ]
+            batch = build_groups(inputs, spec.advantage).batch
+            stats = self.parts.actor.compute_logprobs_and_entropy(batch)
+            out = self.parts.actor.train_step(
+                batch.with_fields(old_logprobs=stats.logprobs), spec, ctx
+            )
+            metrics.update({f"relift/{k}": v for k, v in out.items()})
+            metrics["relift/questions"] = float(len(buffered))
+            metrics["entropy/h_sft"] = stats.h_sft
+        metrics["relift/buffer"] = float(len(self.relift.items))
         return metrics
 
     def _pre_update_metrics(self, groups: StepGroups, stats: Any) -> dict[str, float]:

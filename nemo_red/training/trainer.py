@@ -171,7 +171,7 @@ class RedTrainer:
             return 0
         meta = checkpoint.load_checkpoint(latest, self.parts.actor, self.parts.regulator)
         self.parts.sampler.load_state_dict(meta["data"])
-        self.runner.teacher_rewards = dict(meta["extra"].get("teacher_rewards", {}))
+        self.runner.load_state_dict(meta["extra"])
         if self.rank0:
             print(f"[nemo-red] resumed from {latest} (step {meta['step']})", file=sys.stderr)
         return int(meta["step"])
@@ -237,7 +237,7 @@ class RedTrainer:
             self.parts.actor,
             self.parts.regulator,
             self.parts.sampler.state_dict(),
-            {"teacher_rewards": self.runner.teacher_rewards},
+            self.runner.state_dict(),
             keep=self.config.trainer.keep_checkpoints,
         )
 
