@@ -177,6 +177,12 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from nemo_red.experiments.compare import main
+
+    return main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``nemo-red``."""
     parser = argparse.ArgumentParser(
@@ -201,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dir", type=Path)
     plot.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/plots)")
     plot.set_defaults(func=_plot)
+
+    from nemo_red.experiments.compare import add_compare_parser
+
+    add_compare_parser(sub).set_defaults(func=_compare)
 
     evaluate = sub.add_parser("eval", help="accuracy of a HF checkpoint on a problem file")
     evaluate.add_argument("--model", type=Path, required=True, help="HF model directory")

@@ -1,0 +1,1 @@
+"""Experiments built from ordinary training runs: method comparisons (``nemo-red compare``)."""

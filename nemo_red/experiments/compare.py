@@ -1,0 +1,317 @@
+"""``nemo-red compare``: the paper's method comparisons as a set of ordinary training runs.
+
+A comparison config (YAML, validated into :class:`CompareConfig`) names a training config
+file, overrides shared by every run, an optional base-model stage, the arms (each a name
+and ``key=value`` overrides of the training config) and the seeds. Layout of
+``output_dir``::
+
+    base_model/            one training run, done once; its ``hf/`` export becomes every
+                           arm's ``model.path`` (it stands in for pretraining)
+    runs/<arm>/seed_<s>/   one ``nemo-red train`` run directory per (arm, seed)
+    results.json           per arm: per-seed final accuracy, mean, std, response length,
+                           steps to 90% of the final accuracy, times, raw and mean curves
+    results.md             the markdown table (also printed)
+    plots/*.png            accuracy, H_rl, H_sft and w over steps, one line per arm
+
+Each run is a subprocess (``python -m nemo_red.cli train``), ``workers`` at a time, each with
+``threads_per_worker`` CPU threads, its output appended to ``compare.log`` in its run
+directory; runs start in the current directory, so relative paths (``output_dir``)
+are relative to it. A run that exited successfully leaves ``compare_done.json`` (its overrides and
+wall time) and is skipped when the comparison is started again; an unfinished one is
+started again and resumes from its checkpoint as ``train`` does. When the base model's data
+are generated (``data.train_path`` null), the arms train and evaluate on the base model's
+generated files, so every arm and seed sees the same problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import typing
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from nemo_red.training.config import ConfigError, load_config
+
+DONE_FILE = "compare_done.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """One method of the comparison: a name and its overrides of the training config."""
+
+    name: str = ""
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BaseModelConfig:
+    """The shared base-model stage: one run with these overrides, seed ``seed``."""
+
+    overrides: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Everything ``nemo-red compare`` needs.
+
+    Attributes:
+        train_config: the training YAML every run starts from (relative to this file).
+        output_dir: where the runs and results go (relative to the working directory).
+        overrides: ``key=value`` overrides of the training config for every run (the shared
+            training settings), the base model's included.
+        base_model: the optional base-model stage.
+        arms: the methods compared, in table order.
+        seeds: the seeds of every arm.
+        workers: runs trained at the same time (processes).
+        threads_per_worker: CPU threads of each run (``OMP_NUM_THREADS``).
+        accuracy_key: the metric the accuracy columns and plot use.
+    """
+
+    train_config: str = ""
+    output_dir: str = "runs/compare"
+    overrides: list[str] = field(default_factory=list)
+    base_model: BaseModelConfig | None = None
+    arms: list[ArmConfig] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    workers: int = 1
+    threads_per_worker: int = 1
+    accuracy_key: str = "eval/accuracy"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the comparison."""
+
+    arm: str
+    seed: int
+    run_dir: Path
+    overrides: list[str]
+
+
+def _valid_keys(section: str) -> list[str]:
+    node: Any = CompareConfig
+    for part in [] if section == "top level" else section.split("."):
+        hint = typing.get_type_hints(node).get(part)
+        args = [hint, *typing.get_args(hint)]
+        args += [a for h in typing.get_args(hint) for a in typing.get_args(h)]
+        node = next((c for c in args if dataclasses.is_dataclass(c)), None)
+        if node is None:
+            return []
+    return [f.name for f in dataclasses.fields(node)]
+
+
+def load_compare_config(path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
+    """Reads and validates a comparison YAML (``key=value`` overrides allowed).
+
+    ``train_config`` is resolved relative to the YAML file; every arm's training config is
+    loaded once here, so a bad override fails before any run starts, naming the arm.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"compare config {path} does not exist")
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(CompareConfig),
+            OmegaConf.load(path),
+            OmegaConf.from_dotlist(list(overrides or [])),
+        )
+        config = OmegaConf.to_object(merged)
+    except ConfigKeyError as err:
+        key = str(err.full_key or err)
+        section = re.sub(r"\[\d+\]", "", key.rsplit(".", 1)[0]) if "." in key else "top level"
+        raise ConfigError(
+            f"{path}: unknown key {key!r}; valid keys of {section}: {_valid_keys(section)}"
+        ) from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{path}: {str(err).splitlines()[0]} (key {err.full_key})") from None
+    assert isinstance(config, CompareConfig)
+    if not config.train_config:
+        raise ConfigError(f"{path}: train_config is required")
+    train = (path.parent / config.train_config).resolve()
+    config = dataclasses.replace(config, train_config=str(train))
+    _validate(config, path)
+    return config
+
+
+def _validate(config: CompareConfig, path: Path) -> None:
+    names = [arm.name for arm in config.arms]
+    if not names:
+        raise ConfigError(f"{path}: arms is empty")
+    for name in names:
+        if not _NAME.match(name):
+            raise ConfigError(f"{path}: arm name {name!r} must match {_NAME.pattern}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: arm names must be unique, got {names}")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of distinct ints")
+    if config.workers < 1 or config.threads_per_worker < 1:
+        raise ConfigError(f"{path}: workers and threads_per_worker must be >= 1")
+    groups = {"overrides": config.overrides}
+    if config.base_model is not None:
+        groups["base_model.overrides"] = config.base_model.overrides
+    groups.update({f"arm {arm.name!r}": arm.overrides for arm in config.arms})
+    for where, items in groups.items():
+        bad = [o for o in items if "=" not in o]
+        if bad:
+            raise ConfigError(f"{path}: {where}: overrides must be key=value, got {bad}")
+    if config.base_model is not None:
+        _check_train(config, [*config.overrides, *config.base_model.overrides], "base_model")
+    for arm in config.arms:
+        _check_train(config, [*config.overrides, *arm.overrides], f"arm {arm.name!r}")
+
+
+def _check_train(config: CompareConfig, overrides: list[str], where: str) -> None:
+    try:
+        load_config(config.train_config, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def base_model_run(config: CompareConfig) -> PlannedRun | None:
+    """The base-model stage's run, or None without one."""
+    if config.base_model is None:
+        return None
+    run_dir = Path(config.output_dir) / "base_model"
+    overrides = [*config.overrides, *config.base_model.overrides]
+    overrides += [f"run.seed={config.base_model.seed}", "run.name=base_model"]
+    return PlannedRun("base_model", config.base_model.seed, run_dir, overrides)
+
+
+def _from_base(config: CompareConfig, base: PlannedRun) -> list[str]:
+    """Overrides that start an arm from the base model (and its generated data)."""
+    out = [f"model.path={base.run_dir / 'hf'}"]
+    base_train = load_config(config.train_config, base.overrides)
+    if base_train.data.train_path is None:
+        data = base.run_dir / "data"
+        out += [f"data.train_path={data / 'train.jsonl'}", f"data.eval_path={data / 'test.jsonl'}"]
+    return out
+
+
+def plan_runs(config: CompareConfig) -> list[PlannedRun]:
+    """The (arm, seed) runs, arm-major in config order."""
+    base = base_model_run(config)
+    start = [] if base is None else _from_base(config, base)
+    runs = []
+    for arm in config.arms:
+        for seed in config.seeds:
+            run_dir = Path(config.output_dir) / "runs" / arm.name / f"seed_{seed}"
+            overrides = [*config.overrides, *start, *arm.overrides]
+            overrides += [f"run.seed={seed}", f"run.name={arm.name}_seed{seed}"]
+            runs.append(PlannedRun(arm.name, seed, run_dir, overrides))
+    return runs
+
+
+def finished(run: PlannedRun) -> dict[str, Any] | None:
+    """The done record of a finished run, None if unfinished.
+
+    Raises:
+        ConfigError: when the run finished with other overrides than planned now.
+    """
+    done = run.run_dir / DONE_FILE
+    if not done.is_file():
+        return None
+    record = json.loads(done.read_text())
+    if record["overrides"] != run.overrides:
+        raise ConfigError(
+            f"{run.run_dir} finished with other overrides ({record['overrides']}) than the "
+            f"config gives now ({run.overrides}); remove it or change output_dir"
+        )
+    return record
+
+
+def train_command(train_config: str, run: PlannedRun) -> list[str]:
+    """The ``nemo-red train`` command line of a run."""
+    return [
+        sys.executable,
+        "-m",
+        "nemo_red.cli",
+        "train",
+        "--config",
+        train_config,
+        *run.overrides,
+        f"run.output_dir={run.run_dir}",
+        "trainer.progress=false",
+    ]
+
+
+def execute(config: CompareConfig, run: PlannedRun) -> bool:
+    """Trains one run unless it finished before; returns whether it is finished now."""
+    if finished(run) is not None:
+        return True
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    threads = str(config.threads_per_worker)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    start = time.perf_counter()
+    with (run.run_dir / "compare.log").open("a") as log:
+        code = subprocess.call(
+            train_command(config.train_config, run), env=env, stdout=log, stderr=log
+        )
+    if code != 0:
+        return False
+    record = {"overrides": run.overrides, "wall_s": time.perf_counter() - start}
+    (run.run_dir / DONE_FILE).write_text(json.dumps(record, indent=1))
+    return True
+
+
+def run_comparison(config: CompareConfig, log: Any = sys.stderr) -> dict[str, Any]:
+    """Trains what is unfinished (base model first), then aggregates the finished runs.
+
+    Returns:
+        The aggregate document (see ``aggregate.aggregate``) with ``failed``: the run
+        directories whose training failed (their ``compare.log`` says why).
+    """
+    from nemo_red.experiments.aggregate import aggregate
+
+    base = base_model_run(config)
+    if base is not None and not execute(config, base):
+        raise RuntimeError(f"the base model run failed: see {base.run_dir / 'compare.log'}")
+    runs = plan_runs(config)
+    todo = [r for r in runs if finished(r) is None]
+    print(f"[compare] {len(runs) - len(todo)} of {len(runs)} runs finished before", file=log)
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
+        done = list(pool.map(lambda r: execute(config, r), todo))
+    failed = [str(r.run_dir) for r, good in zip(todo, done, strict=True) if not good]
+    by_arm: dict[str, dict[int, Path]] = {}
+    walls: dict[Path, float | None] = {}
+    for run in runs:
+        record = finished(run)
+        if record is not None:
+            by_arm.setdefault(run.arm, {})[run.seed] = run.run_dir
+            walls[run.run_dir] = record.get("wall_s")
+    document = aggregate(by_arm, walls, Path(config.output_dir), config.accuracy_key)
+    return {**document, "failed": failed}
+
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Registers ``compare`` on a ``nemo-red`` subparsers object."""
+    parser = subparsers.add_parser(
+        "compare", help="train every (arm, seed) of a comparison config and tabulate them"
+    )
+    parser.add_argument("--config", type=Path, required=True, help="comparison YAML")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the comparison")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs ``nemo-red compare``; 1 when some run failed, else 0."""
+    config = load_compare_config(args.config, args.overrides)
+    document = run_comparison(config)
+    print(document["table"], end="")
+    print(f"[compare] results in {Path(config.output_dir) / 'results.json'}", file=sys.stderr)
+    for run_dir in document["failed"]:
+        print(f"[compare] FAILED: {run_dir} (see its compare.log)", file=sys.stderr)
+    return 1 if document["failed"] else 0

@@ -1,0 +1,174 @@
+"""``nemo-red compare``: config validation, and a tiny comparison end to end (then skipped)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nemo_red.experiments.compare import load_compare_config, plan_runs
+from nemo_red.training.config import ConfigError
+from tests.torchrun import REPO_ROOT
+from tests.training.test_train_e2e import SMALL, TINY, _env
+
+SHIPPED = REPO_ROOT / "examples" / "conf" / "compare" / "compare_tiny.yaml"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "compare.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_shipped_comparison_lists_the_issues_arms_and_loads():
+    config = load_compare_config(SHIPPED)
+    names = [arm.name for arm in config.arms]
+    for name in (
+        "sft",
+        "grpo",
+        "sft_grpo",
+        "mixpolicy",
+        "offline_onpolicy",
+        "luffy",
+        "srft",
+        "chord",
+        "red_entropy",
+        "red_shift",
+        "red",
+        "relift",
+        "hpt",
+        "red_wclip_0_G",
+        "red_wclip_1_inf",
+        "red_window_5",
+        "red_window_10",
+    ):
+        assert name in names
+    assert len(config.seeds) >= 3
+    runs = plan_runs(config)
+    assert len(runs) == len(names) * len(config.seeds)
+    assert any(
+        o.startswith("model.path=") and o.endswith("base_model/hf") for o in runs[0].overrides
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "train_config: x.yaml\narms: [{name: a}]\nworker: 2\n",
+            r"unknown key 'worker'.*'workers'",
+        ),
+        (
+            f"train_config: {TINY}\narms: [{{name: a, override: []}}]\n",
+            r"unknown key.*'override'.*'overrides'",
+        ),
+        (f"train_config: {TINY}\narms: []\n", "arms is empty"),
+        (f"train_config: {TINY}\narms: [{{name: a}}, {{name: a}}]\n", "must be unique"),
+        (f"train_config: {TINY}\narms: [{{name: 'a b'}}]\n", "arm name 'a b'"),
+        (
+            f"train_config: {TINY}\narms: [{{name: a, overrides: [trainer.lrate=1]}}]\n",
+            r"arm 'a': .*unknown key 'trainer.lrate'",
+        ),
+        (f"train_config: {TINY}\narms: [{{name: a, overrides: [oops]}}]\n", "key=value"),
+        (f"train_config: {TINY}\narms: [{{name: a}}]\nseeds: []\n", "seeds must be"),
+        ("arms: [{name: a}]\n", "train_config is required"),
+    ],
+)
+def test_bad_comparison_configs_fail_naming_the_key(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_compare_config(_write(tmp_path, text))
+
+
+def _compare(config: Path, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nemo_red.cli", "compare", "--config", str(config)],
+        env=_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_base_model_stage_feeds_its_export_and_generated_data_to_every_arm(tmp_path):
+    config = load_compare_config(
+        _write(
+            tmp_path,
+            f"""\
+            train_config: {TINY}
+            output_dir: out
+            base_model: {{seed: 5, overrides: [algorithm.preset=sft]}}
+            arms: [{{name: red, overrides: [model.dtype=float32]}}]
+            seeds: [1, 2]
+            """,
+        )
+    )
+    runs = plan_runs(config)
+    assert [(r.arm, r.seed, str(r.run_dir)) for r in runs] == [
+        ("red", 1, "out/runs/red/seed_1"),
+        ("red", 2, "out/runs/red/seed_2"),
+    ]
+    # base-model settings first, the arm's own overrides last (they win), then the seed
+    assert runs[0].overrides == [
+        "model.path=out/base_model/hf",
+        "data.train_path=out/base_model/data/train.jsonl",
+        "data.eval_path=out/base_model/data/test.jsonl",
+        "model.dtype=float32",
+        "run.seed=1",
+        "run.name=red_seed1",
+    ]
+
+
+def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
+    shared = [o for o in SMALL if not o.startswith(("algorithm.sft_warmup", "trainer.optim"))]
+    shared += [
+        "algorithm.sft_warmup_steps=0",
+        "trainer.total_steps=2",
+        "trainer.eval_every=1",
+        "trainer.checkpoint_every=2",
+        "trainer.tensorboard=false",
+        "trainer.optim.schedule=constant",
+    ]
+    config = _write(
+        tmp_path,
+        f"""\
+        train_config: {TINY}
+        output_dir: out
+        overrides: {json.dumps(shared)}
+        arms:
+          - {{name: sft, overrides: [algorithm.preset=sft]}}
+          - {{name: grpo, overrides: [algorithm.preset=grpo]}}
+        seeds: [1]
+        workers: 2
+        """,
+    )
+    result = _compare(config, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    assert (out / "runs" / "grpo" / "seed_1" / "hf" / "model.safetensors").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["arms"]) == ["sft", "grpo"]
+    for arm in results["arms"].values():
+        assert arm["seeds"] == [1]
+        assert len(arm["final_accuracy"]) == 1
+        assert 0.0 <= arm["accuracy_mean"] <= 1.0
+        assert arm["accuracy_std"] == 0.0
+        assert arm["wall_s_mean"] > 0
+        assert arm["runs"]["1"]["curves"]["eval/accuracy"]["steps"] == [1, 2]
+    assert results["arms"]["grpo"]["mean_response_length"] > 0
+    assert results["arms"]["sft"]["mean_response_length"] is None
+    table = (out / "results.md").read_text()
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["sft", "grpo"]
+    assert table in result.stdout
+    pngs = {p.name for p in (out / "plots").glob("*.png")}
+    assert {"accuracy.png", "entropy_h_rl.png", "entropy_h_sft.png", "weight_w.png"} <= pngs
+
+    done = out / "runs" / "grpo" / "seed_1" / "compare_done.json"
+    stamp = done.stat().st_mtime_ns
+    again = _compare(config, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 of 2 runs finished before" in again.stderr
+    assert done.stat().st_mtime_ns == stamp
+    assert json.loads((out / "results.json").read_text())["arms"] == results["arms"]
