@@ -9,8 +9,9 @@ Subcommands available in this release:
   (any TP x PP);
 * ``train``: RED (or a baseline preset) from a YAML config, under ``torchrun`` to scale;
 * ``plot``: the training-dynamics PNGs of a run directory;
-* ``eval``: accuracy of a HF checkpoint on a problem file (the full benchmark harness, with
-  pass@k and per-benchmark tables, is planned).
+* ``eval``: a HF or megatron checkpoint on benchmarks by name (MATH500, AIME, AMC, Minerva,
+  OlympiadBench, GSM8K, multiple-choice sets) or path: avg@n, pass@k, maj@n, response
+  lengths, resumable, with a JSON of every graded completion and a markdown table.
 """
 
 from __future__ import annotations
@@ -129,54 +130,6 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    import torch
-    from transformers import AutoTokenizer
-
-    from nemo_red.data.dataset import tokenize_problems
-    from nemo_red.data.loading import load_problems
-    from nemo_red.data.templates import get_template
-    from nemo_red.rewards import MathGrader
-    from nemo_red.rollout.base import SamplingParams
-    from nemo_red.rollout.hf_engine import HFEngine
-    from nemo_red.training.evaluation import TokenGrader, evaluate_subset
-
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    problems = load_problems(args.data, layout=args.layout, limit=args.limit).problems
-    template = get_template(args.template)
-    kept, _ = tokenize_problems(problems, tokenizer, template, 10**9, 10**9, use_teacher=False)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    engine = HFEngine.from_pretrained(args.model, device=device, max_batch_size=args.batch_size)
-    stops = tuple(
-        t
-        for t in (tokenizer.eos_token_id, tokenizer.get_vocab().get("<|im_end|>"))
-        if t is not None
-    )
-    params = SamplingParams(
-        n=args.n,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        stop_token_ids=stops,
-        seed=args.seed,
-    )
-    with MathGrader(num_workers=args.workers, think_split=args.think) as grader:
-        result = evaluate_subset(engine, TokenGrader(grader, tokenizer), kept, params)
-    print(
-        json.dumps(
-            {
-                "model": str(args.model),
-                "data": str(args.data),
-                "problems": len(kept),
-                "n": args.n,
-                "temperature": args.temperature,
-                **result,
-            }
-        )
-    )
-    return 0
-
-
 def _compare(args: argparse.Namespace) -> int:
     from nemo_red.experiments.compare import main
 
@@ -212,21 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub).set_defaults(func=_compare)
 
-    evaluate = sub.add_parser("eval", help="accuracy of a HF checkpoint on a problem file")
-    evaluate.add_argument("--model", type=Path, required=True, help="HF model directory")
-    evaluate.add_argument("--data", type=Path, required=True, help="jsonl/parquet problems")
-    evaluate.add_argument("--layout", default="auto")
-    evaluate.add_argument("--template", default="qwen_boxed")
-    evaluate.add_argument("--limit", type=int)
-    evaluate.add_argument("--n", type=int, default=1, help="samples per problem (avg@n)")
-    evaluate.add_argument("--temperature", type=float, default=0.6)
-    evaluate.add_argument("--top-p", type=float, default=1.0)
-    evaluate.add_argument("--max-new-tokens", type=int, default=1024)
-    evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--workers", type=int, default=2)
-    evaluate.add_argument("--think", action="store_true", help="grade only after </think>")
-    evaluate.set_defaults(func=_eval)
+    from nemo_red.evaluation.command import add_eval_parser
+
+    add_eval_parser(sub)
 
     presets = sub.add_parser("presets", help="list the loss presets and their terms")
     presets.add_argument("names", nargs="*", help="preset names (default: all)")

@@ -10,6 +10,10 @@ Built-in layouts (auto-detected from the first row's keys when ``layout="auto"``
 - ``math``: ``problem``, ``answer``, optional ``solution`` as the teacher.
 - ``gsm8k``: ``question``; the gold is what follows the ``#### `` line of ``answer``
   (commas removed), the text before that line is the teacher.
+- ``minerva``: ``problem``; the gold is the last ``\\boxed{}`` of ``solution`` (Minerva
+  Math), the solution is the teacher.
+- ``olympiad``: ``question``, ``final_answer`` (a list; its first element without ``$``
+  delimiters) (OlympiadBench).
 - ``custom``: dotted paths given by the user.
 """
 
@@ -20,9 +24,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["LAYOUTS", "LAYOUT_NAMES", "FieldMap", "detect_layout", "resolve_field_map"]
+__all__ = [
+    "ANSWER_STYLES",
+    "LAYOUTS",
+    "LAYOUT_NAMES",
+    "FieldMap",
+    "detect_layout",
+    "resolve_field_map",
+]
 
-AnswerStyle = Literal["plain", "gsm8k"]
+AnswerStyle = Literal["plain", "gsm8k", "boxed", "dollars"]
+ANSWER_STYLES: tuple[str, ...] = ("plain", "gsm8k", "boxed", "dollars")
 _GSM8K_MARK = "####"
 
 
@@ -43,9 +55,12 @@ class FieldMap:
             requires it), or None when the data has no teacher traces.
         uid: Path to a stable id (required in every row when set), or None for
             ``"<file stem>:<row>"``.
-        answer_style: ``"plain"``, or ``"gsm8k"``: the answer field is a solution whose
+        answer_style: ``"plain"``; ``"gsm8k"``: the answer field is a solution whose
             last ``#### `` line holds the gold (commas removed); when ``teacher`` is the
-            same path, the teacher is the text before that line.
+            same path, the teacher is the text before that line; ``"boxed"``: the answer
+            field is a solution and the gold is its last ``\\boxed{...}`` (Minerva Math);
+            ``"dollars"``: the gold with its ``$`` math delimiters removed, so that
+            OlympiadBench's ``$69$,$84$`` becomes ``69,84``.
     """
 
     question: str
@@ -61,9 +76,10 @@ class FieldMap:
                 continue
             if not isinstance(value, str) or not value or any(not p for p in value.split(".")):
                 raise ValueError(f"field map: {name!r} must be a dotted path, got {value!r}")
-        if self.answer_style not in ("plain", "gsm8k"):
+        if self.answer_style not in ANSWER_STYLES:
             raise ValueError(
-                f"field map: answer_style must be 'plain' or 'gsm8k', got {self.answer_style!r}"
+                f"field map: answer_style must be one of {', '.join(ANSWER_STYLES)}, "
+                f"got {self.answer_style!r}"
             )
 
 
@@ -72,12 +88,17 @@ LAYOUTS: dict[str, FieldMap] = {
     "red": FieldMap(question="problem", answer="answer", teacher="distill"),
     "math": FieldMap(question="problem", answer="answer", teacher="solution"),
     "gsm8k": FieldMap(question="question", answer="answer", teacher="answer", answer_style="gsm8k"),
+    "minerva": FieldMap(
+        question="problem", answer="solution", teacher="solution", answer_style="boxed"
+    ),
+    "olympiad": FieldMap(question="question", answer="final_answer", answer_style="dollars"),
 }
 LAYOUT_NAMES: tuple[str, ...] = (*LAYOUTS, "custom")
 
 
 def detect_layout(row: Mapping[str, Any]) -> str | None:
-    """The built-in layout a row's keys match (luffy, red, gsm8k, math, in that order).
+    """The built-in layout a row's keys match (luffy, red, gsm8k, math, minerva, olympiad,
+    in that order).
 
     Args:
         row: The first row of the data.
@@ -96,6 +117,10 @@ def detect_layout(row: Mapping[str, Any]) -> str | None:
             return "gsm8k"
     if {"problem", "answer"} <= keys:
         return "math"
+    if {"problem", "solution"} <= keys:
+        return "minerva"
+    if {"question", "final_answer"} <= keys:
+        return "olympiad"
     return None
 
 

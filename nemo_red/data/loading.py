@@ -21,7 +21,15 @@ from nemo_red.data.layouts import FieldMap, resolve_field_map
 from nemo_red.data.records import DataError, Problem
 from nemo_red.data.rows import FieldError, extract_fields
 
-__all__ = ["SUFFIXES", "DataError", "LoadResult", "check_golds", "find_data_files", "load_problems"]
+__all__ = [
+    "SUFFIXES",
+    "DataError",
+    "LoadResult",
+    "check_golds",
+    "find_data_files",
+    "iter_rows",
+    "load_problems",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +96,9 @@ def _is_data_file(path: PathLike) -> bool:
     return Path(path).suffix in SUFFIXES and Path(path).is_file()
 
 
-def _iter_rows(file: Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(1-based row, row)``; a row that cannot be decoded is a :class:`FieldError`."""
+def iter_rows(file: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(1-based row, row)`` of a data file; a row that cannot be decoded is yielded
+    as a :class:`~nemo_red.data.rows.FieldError` (the caller decides to raise or skip)."""
     if file.suffix == ".jsonl":
         with file.open(encoding="utf-8") as stream:
             for number, line in enumerate(stream, start=1):
@@ -125,7 +134,7 @@ def _iter_rows(file: Path) -> Iterator[tuple[int, Any]]:
 
 def _first_row(files: Sequence[Path]) -> Any:
     for file in files:
-        for _, row in _iter_rows(file):
+        for _, row in iter_rows(file):
             if isinstance(row, Mapping):
                 return row
     return None
@@ -179,7 +188,7 @@ def load_problems(
     for file in files:
         if limit is not None and len(problems) >= limit:
             break
-        for number, row in _iter_rows(file):
+        for number, row in iter_rows(file):
             if limit is not None and len(problems) >= limit:
                 break
             try:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from nemo_red.data.layouts import FieldMap
+from nemo_red.rewards.extraction import extract_boxed
 
-__all__ = ["FieldError", "RowFields", "extract_fields"]
+__all__ = ["MISSING", "FieldError", "RowFields", "extract_fields", "lookup"]
 
 _GSM8K_MARK = "####"
-_MISSING = object()
+MISSING = object()
 
 
 class FieldError(Exception):
@@ -38,18 +39,20 @@ class RowFields:
     uid: str | None
 
 
-def _lookup(row: Any, path: str) -> Any:
+def lookup(row: Any, path: str) -> Any:
+    """The value at a dotted path (``"choices.text"``, ``"final_answer.0"``), or
+    :data:`MISSING`."""
     value = row
     for part in path.split("."):
         if isinstance(value, Mapping):
-            value = value.get(part, _MISSING)
+            value = value.get(part, MISSING)
         elif isinstance(value, list) and part.lstrip("-").isdigit():
             index = int(part)
-            value = value[index] if -len(value) <= index < len(value) else _MISSING
+            value = value[index] if -len(value) <= index < len(value) else MISSING
         else:
-            return _MISSING
-        if value is _MISSING:
-            return _MISSING
+            return MISSING
+        if value is MISSING:
+            return MISSING
     return value
 
 
@@ -126,6 +129,16 @@ def _split_gsm8k(text: Any, path: str) -> tuple[str, str]:
     return text[:cut].rstrip(), gold
 
 
+def _boxed_gold(text: Any, path: str) -> str:
+    """The content of the last ``\\boxed{...}`` of a solution."""
+    if not isinstance(text, str):
+        raise FieldError("wrong_type", f"field {path!r}: expected a string, got {_type_name(text)}")
+    gold = extract_boxed(text)
+    if gold is None or not gold.strip():
+        raise FieldError("bad_answer_format", f"field {path!r}: no \\boxed{{...}} holds the gold")
+    return gold.strip()
+
+
 def extract_fields(row: Any, fields: FieldMap) -> RowFields:
     """Pull the question, gold, teacher and id out of one row.
 
@@ -145,8 +158,8 @@ def extract_fields(row: Any, fields: FieldMap) -> RowFields:
         raise FieldError("not_an_object", f"expected an object, got {_type_name(row)}")
 
     def required(path: str) -> Any:
-        value = _lookup(row, path)
-        if value is _MISSING:
+        value = lookup(row, path)
+        if value is MISSING:
             raise FieldError("missing_field", f"missing field {path!r}")
         return value
 
@@ -158,16 +171,20 @@ def extract_fields(row: Any, fields: FieldMap) -> RowFields:
     before_mark = None
     if fields.answer_style == "gsm8k":
         before_mark, gold = _split_gsm8k(answer, fields.answer)
+    elif fields.answer_style == "boxed":
+        gold = _boxed_gold(answer, fields.answer)
     else:
         gold = _gold(answer, fields.answer)
+        if fields.answer_style == "dollars":
+            gold = _gold(gold.replace("$", ""), fields.answer)
 
     teacher = None
     if fields.teacher is not None:
         if fields.teacher == fields.answer and before_mark is not None:
             teacher = before_mark
         else:
-            value = _lookup(row, fields.teacher)
-            if value is not _MISSING:
+            value = lookup(row, fields.teacher)
+            if value is not MISSING:
                 teacher = _text(value, fields.teacher, "assistant", last=False)
         if teacher is not None and not teacher.strip():
             teacher = None

@@ -1,0 +1,193 @@
+"""``nemo-red eval``: evaluate a HF or megatron checkpoint on named benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nemo_red.evaluation.benchmarks import BENCHMARKS, DATA_DIR_ENV
+
+__all__ = ["add_eval_parser", "parse_fields", "run_eval"]
+
+ENGINES = ("hf", "vllm", "trtllm")
+
+
+def parse_fields(text: str | None) -> dict[str, Any] | None:
+    """``question=q,answer=a.0`` or a JSON object, into a field map."""
+    if not text:
+        return None
+    if text.lstrip().startswith("{"):
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError(f"--fields: expected a JSON object, got {text!r}")
+        return value
+    fields: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"--fields: expected key=path pairs separated by commas, got {part!r}")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
+    """Adds the ``eval`` subcommand to ``nemo-red``'s subparsers."""
+    names = ", ".join(BENCHMARKS)
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on math / multiple-choice benchmarks (avg@n, pass@k)",
+        description=(
+            "Sample completions for every problem of the benchmarks, grade them "
+            "(math-verify on the last \\boxed{}; option letters for multiple choice) and "
+            "report avg@n, pass@k, maj@n, response lengths and truncation per benchmark and "
+            "overall. Resumable: rerunning with the same --out continues. Built-in "
+            f"benchmarks: {names}."
+        ),
+    )
+    p.add_argument("--model", type=Path, required=True, help="HF or megatron checkpoint dir")
+    p.add_argument("--tokenizer", type=Path, help="tokenizer dir (default: --model)")
+    p.add_argument(
+        "--benchmarks",
+        required=True,
+        help="comma-separated names (math500,aime24,...), NAME=PATH entries or paths",
+    )
+    p.add_argument(
+        "--data-dir", type=Path, help=f"where named benchmarks are (default: ${DATA_DIR_ENV})"
+    )
+    p.add_argument("--kind", choices=["math", "choice"], default="math", help="custom sets")
+    p.add_argument("--layout", default="auto", help="layout of custom sets")
+    p.add_argument("--fields", help="field map of custom sets: question=q,answer=a or JSON")
+    p.add_argument("--engine", choices=ENGINES, default="hf")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: bf16 on GPU")
+    p.add_argument("--n", type=int, help="samples per problem (default: the paper's per set)")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=8192)
+    p.add_argument("--max-prompt-tokens", type=int, help="drop (and count) longer prompts")
+    p.add_argument("--template", default="qwen_boxed", help="qwen_boxed, luffy or plain")
+    p.add_argument("--think", action="store_true", help="grade only after </think>")
+    p.add_argument("--limit", type=int, help="first N problems of each benchmark")
+    p.add_argument("--pass-k", help="comma-separated k of pass@k (default: 1, 2, 4, ..., n)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="completions decoded together")
+    p.add_argument("--chunk-size", type=int, default=64, help="problems per engine call")
+    p.add_argument("--workers", type=int, default=2, help="math-verify grading processes")
+    p.add_argument("--timeout", type=float, default=5.0, help="grading seconds per answer")
+    p.add_argument("--out", type=Path, help="output dir (default: eval/<model dir name>)")
+    p.add_argument("--restart", action="store_true", help="discard earlier records in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_eval)
+    return p
+
+
+def _hf_dir(model: Path, out: Path) -> Path:
+    """The HF directory of the model: itself, or a conversion of a megatron checkpoint."""
+    from nemo_red.models import checkpoint_io
+
+    if not (model / checkpoint_io.META).is_file():
+        return model
+    converted = out / "hf_model"
+    if not (converted / "config.json").is_file():
+        print(f"[nemo-red] converting {model} to HF in {converted}", file=sys.stderr)
+        checkpoint_io.megatron_to_hf_checkpoint(model, converted)
+    return converted
+
+
+def build_eval_engine(args: argparse.Namespace, hf_dir: Path, context: int) -> Any:
+    """The rollout engine named by ``--engine`` on the HF directory."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    dtype = args.dtype or ("bfloat16" if cuda else "float32")
+    if args.engine == "hf":
+        from nemo_red.rollout.hf_engine import HFEngine
+
+        return HFEngine.from_pretrained(
+            hf_dir,
+            dtype=getattr(torch, dtype),
+            device="cuda" if cuda else "cpu",
+            max_batch_size=args.batch_size,
+        )
+    if args.engine == "vllm":
+        from nemo_red.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(hf_dir, dtype=dtype, max_model_len=context, seed=args.seed)
+    from nemo_red.rollout.trtllm_engine import TRTLLMEngine
+
+    return TRTLLMEngine(hf_dir, dtype=dtype, max_model_len=context, seed=args.seed)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Runs ``nemo-red eval`` (see :func:`add_eval_parser`)."""
+    from transformers import AutoTokenizer
+
+    from nemo_red.data.templates import get_template
+    from nemo_red.evaluation.benchmarks import resolve_benchmarks
+    from nemo_red.evaluation.harness import EvalSettings, ResponseGrader, evaluate_benchmarks
+    from nemo_red.evaluation.report import markdown_table
+    from nemo_red.models import checkpoint_io
+    from nemo_red.rewards import MathGrader
+
+    benchmarks = resolve_benchmarks(
+        [e for e in args.benchmarks.split(",") if e.strip()],
+        args.data_dir,
+        kind=args.kind,
+        layout=args.layout,
+        fields=parse_fields(args.fields),
+    )
+    settings = EvalSettings(
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+        max_prompt_tokens=args.max_prompt_tokens,
+        pass_ks=tuple(int(k) for k in args.pass_k.split(",")) if args.pass_k else (),
+    )
+    out = args.out or Path("eval") / args.model.resolve().name
+    hf_dir = _hf_dir(args.model, out)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or hf_dir)
+    context = int(checkpoint_io.read_hf_config(hf_dir).get("max_position_embeddings", 4096))
+    stops = sorted(
+        {
+            t
+            for t in (tokenizer.eos_token_id, tokenizer.get_vocab().get("<|im_end|>"))
+            if isinstance(t, int)
+        }
+    )
+    engine = build_eval_engine(args, hf_dir, context)
+    describe = {
+        "model": str(args.model),
+        "engine": args.engine,
+        "dtype": args.dtype,
+        "think_split": args.think,
+    }
+    try:
+        with MathGrader(
+            num_workers=args.workers, timeout_s=args.timeout, think_split=args.think
+        ) as math_grader:
+            results = evaluate_benchmarks(
+                engine,
+                tokenizer,
+                get_template(args.template),
+                ResponseGrader(math_grader, think_split=args.think),
+                benchmarks,
+                settings,
+                out,
+                stop_token_ids=stops,
+                limit=args.limit,
+                restart=args.restart,
+                describe=describe,
+                progress=not args.no_progress,
+            )
+    finally:
+        engine.shutdown()
+    print(markdown_table(results["benchmarks"], results["overall"]))
+    print(f"\nresults: {out / 'results.json'} (per-item records), {out / 'results.md'}")
+    return 0
