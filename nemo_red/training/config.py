@@ -87,7 +87,10 @@ class DataConfig:
     """Training and evaluation problems, prompt template and length limits.
 
     With ``train_path`` null the generated arithmetic task (``arithmetic``) is written into
-    the run directory and used for training and evaluation.
+    the run directory and used for training and evaluation. Evaluation during training uses
+    the first ``eval_limit`` problems of ``eval_path`` and of each benchmark named in
+    ``eval_benchmarks`` (found in ``benchmark_dir``, default ``$NEMO_RED_BENCHMARK_DATA`` or
+    ``data/benchmarks``; see ``nemo-red eval``).
     """
 
     train_path: str | None = None
@@ -96,6 +99,8 @@ class DataConfig:
     fields: dict[str, str] | None = None
     eval_layout: str = "auto"
     eval_limit: int = 64
+    eval_benchmarks: list[str] = field(default_factory=list)
+    benchmark_dir: str | None = None
     template: str = "qwen_boxed"
     system_prompt: str | None = None
     think_prefix: bool = False
@@ -131,14 +136,17 @@ class RolloutConfig:
     max_batch_size: int = 64
     eval_temperature: float = 0.6
     eval_max_new_tokens: int | None = None
+    eval_n: int = 1
 
     def __post_init__(self) -> None:
         if self.engine not in ("native", "hf", "vllm", "trtllm"):
             raise ConfigError(
                 f"rollout.engine must be native, hf, vllm or trtllm, not {self.engine!r}"
             )
-        if self.n < 1:
-            raise ConfigError(f"rollout.n must be >= 1, got {self.n}")
+        if self.n < 1 or self.eval_n < 1:
+            raise ConfigError(
+                f"rollout.n and rollout.eval_n must be >= 1, got {self.n} and {self.eval_n}"
+            )
 
 
 @dataclass(frozen=True)

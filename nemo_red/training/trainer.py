@@ -14,20 +14,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from nemo_red.algorithms import EntropyRegulator
 from nemo_red.data.dataset import ProblemSampler, tokenize_problems
 from nemo_red.data.loading import load_problems
-from nemo_red.data.templates import get_template
+from nemo_red.data.templates import PromptTemplate, get_template
+from nemo_red.evaluation import ResponseGrader
 from nemo_red.rewards import MathGrader
 from nemo_red.rollout.base import SamplingParams
 from nemo_red.training import checkpoint
 from nemo_red.training.actor import MegatronActor
 from nemo_red.training.config import TrainConfig
-from nemo_red.training.evaluation import TokenGrader, evaluate_subset
+from nemo_red.training.evaluation import (
+    EvalSet,
+    TokenGrader,
+    benchmark_sets,
+    evaluate_sets,
+    held_out_set,
+)
 from nemo_red.training.loop import StepRunner, stage_at
 from nemo_red.training.optim import OptimConfig
 from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdown_distributed
@@ -46,7 +52,7 @@ class RunParts:
 
     tokenizer: Any
     train: list[Any]
-    eval: list[Any]
+    eval: list[EvalSet]
     actor: MegatronActor
     engine: Any
     grader: TokenGrader
@@ -67,9 +73,7 @@ def _load(config: TrainConfig, path: Path, layout: str, limit: int | None, train
     )
 
 
-def _tokenize(
-    config: TrainConfig, problems: list[Any], tokenizer: Any, teacher: bool
-) -> tuple[list[Any], dict[str, int]]:
+def _template(config: TrainConfig) -> PromptTemplate:
     data = config.data
     template = get_template(data.template)
     if data.system_prompt is not None or data.think_prefix:
@@ -78,10 +82,17 @@ def _tokenize(
             system_prompt=data.system_prompt or template.system_prompt,
             think_prefix=data.think_prefix,
         )
+    return template
+
+
+def _tokenize(
+    config: TrainConfig, problems: list[Any], tokenizer: Any, teacher: bool
+) -> tuple[list[Any], dict[str, int]]:
+    data = config.data
     return tokenize_problems(
         problems,
         tokenizer,
-        template,
+        _template(config),
         data.max_prompt_tokens,
         data.max_response_tokens,
         tokenizer.eos_token_id,
@@ -117,19 +128,29 @@ class RedTrainer:
         loaded = _load(config, files.train, config.data.layout, None, train=True)
         tokenizer = prepare_tokenizer(config, self.run_dir, loaded.problems)
         train, dropped = _tokenize(config, loaded.problems, tokenizer, teacher=True)
-        evals: list[Any] = []
+        evals: list[EvalSet] = []
         if files.eval is not None:
             eval_set = _load(
                 config, files.eval, config.data.eval_layout, config.data.eval_limit, train=False
             )
-            evals, _ = _tokenize(config, eval_set.problems, tokenizer, teacher=False)
+            evals.append(held_out_set(_tokenize(config, eval_set.problems, tokenizer, False)[0]))
+        data = config.data
+        if data.eval_benchmarks:
+            evals += benchmark_sets(
+                data.eval_benchmarks,
+                data.benchmark_dir,
+                data.eval_limit,
+                tokenizer,
+                _template(config),
+                data.max_prompt_tokens,
+            )
         info = {"skipped_rows": len(loaded.skipped), **dropped}
         if not train:
             raise ValueError(f"no training problems left after filtering: {info}")
         if self.rank0:
             print(
                 f"[nemo-red] {len(train)} training problems ({info}), "
-                f"{len(evals)} evaluation problems",
+                f"{sum(len(s.items) for s in evals)} evaluation problems",
                 file=sys.stderr,
             )
         model, shape = build_policy(config, tokenizer)
@@ -202,32 +223,37 @@ class RedTrainer:
         return last
 
     def evaluate(self) -> dict[str, float]:
-        """Held-out accuracy on the evaluation subset (shared over data-parallel ranks)."""
+        """Held-out and benchmark-subset metrics (problems shared over data-parallel ranks)."""
         parts, rollout = self.parts, self.config.rollout
         if not parts.eval:
             return {}
         from megatron.core import parallel_state as ps
 
-        rank, size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
-        mine = parts.eval[rank::size]
+        group = ps.get_data_parallel_group()
+        size = ps.get_data_parallel_world_size()
+
+        def gather(records: list[dict]) -> list[dict]:
+            everyone: list[Any] = [None] * size
+            dist.all_gather_object(everyone, records, group=group)
+            return [record for part in everyone for record in part]
+
         params = SamplingParams(
-            n=1,
+            n=rollout.eval_n,
             temperature=rollout.eval_temperature,
             max_new_tokens=rollout.eval_max_new_tokens or rollout.max_new_tokens,
             stop_token_ids=tuple(parts.stop_token_ids),
             seed=self.config.run.seed,
         )
-        local = evaluate_subset(parts.engine, parts.grader, mine, params) if mine else {}
-        weighted = torch.tensor(
-            [[v * len(mine) for v in local.values()] + [len(mine)]]
-            if local
-            else [[0.0, 0.0, 0.0, 0.0]],
-            dtype=torch.float64,
+        grader = ResponseGrader(parts.grader.grader, think_split=self.config.trainer.think_split)
+        return evaluate_sets(
+            parts.engine,
+            parts.tokenizer,
+            grader,
+            parts.eval,
+            params,
+            shard=(ps.get_data_parallel_rank(), size),
+            gather=gather,
         )
-        dist.all_reduce(weighted, group=ps.get_data_parallel_group())
-        keys = ["eval/accuracy", "eval/response_length", "eval/truncated"]
-        total = max(float(weighted[0, -1]), 1.0)
-        return {k: float(weighted[0, i]) / total for i, k in enumerate(keys)}
 
     def save(self, step: int) -> None:
         """Writes the checkpoint of ``step``."""

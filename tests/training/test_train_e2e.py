@@ -121,6 +121,20 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(straight, tmp_path):
 def test_training_under_torchrun(tmp_path, layout):
     out = tmp_path / "run"
     script = REPO_ROOT / "nemo_red" / "cli.py"
+    # evaluation during training also covers benchmark subsets: a multiple-choice set found
+    # by name in a data directory and a math set given by path
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    choices = {"text": ["3", "5", "7"], "label": ["A", "B", "C"]}
+    arc = [
+        {"id": f"q{i}", "question": f"{i} + 2?", "choices": choices, "answerKey": "B"}
+        for i in range(5)
+    ]
+    (bench / "arc_c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in arc))
+    sums = bench / "sums.jsonl"
+    sums.write_text(
+        "".join(json.dumps({"problem": f"{i} + 1", "answer": str(i + 1)}) + "\n" for i in range(7))
+    )
     args = [
         "train",
         "--config",
@@ -130,12 +144,20 @@ def test_training_under_torchrun(tmp_path, layout):
         "trainer.total_steps=2",
         "trainer.eval_every=2",
         "trainer.checkpoint_every=2",
+        f"data.benchmark_dir={bench}",
+        f"data.eval_benchmarks=[arc_c,'sums={sums}']",
+        "data.max_prompt_tokens=100",
+        "rollout.eval_n=2",
         *layout,
     ]
     run_torchrun(script, 2, args, timeout=400)
     metrics = _metrics(out)
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["skipped"] == 0 for m in metrics)
+    for key in ("eval/accuracy", "eval/pass@2", "eval/arc_c/accuracy", "eval/sums/truncated"):
+        assert key in metrics[1], key
+    overall = (metrics[1]["eval/arc_c/accuracy"] + metrics[1]["eval/sums/accuracy"]) / 2
+    assert metrics[1]["eval/overall/accuracy"] == pytest.approx(overall)
     assert (out / "hf" / "model.safetensors").is_file()
 
 
