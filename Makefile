@@ -53,6 +53,7 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/token_stats.py
 	$(BIN)/python benchmarks/grader.py
+	$(BIN)/python benchmarks/eval_grading.py
 	$(BIN)/python benchmarks/actor.py
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/train_step.py
