@@ -11,7 +11,15 @@ from typing import Any
 from nemo_red.data.records import Problem
 from nemo_red.data.templates import THINK_PREFIX, PromptTemplate
 
-__all__ = ["DROP_REASONS", "ProblemSampler", "TokenizedProblem", "batch_of", "tokenize_problems"]
+__all__ = [
+    "DROP_REASONS",
+    "ProblemSampler",
+    "TokenizedProblem",
+    "batch_of",
+    "encode_prompts",
+    "stop_token_ids",
+    "tokenize_problems",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,27 @@ def _encode(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool) -> l
     return ids
 
 
+def encode_prompts(
+    questions: Sequence[str], tokenizer: Any, template: PromptTemplate
+) -> list[list[int]]:
+    """Token ids of the prompts ``template`` renders for ``questions``.
+
+    ``chat`` prompts are tokenized without added special tokens (the chat template writes
+    them), ``string`` prompts with them (e.g. a BOS).
+    """
+    prompts = [template.render(question, tokenizer) for question in questions]
+    return _encode(tokenizer, prompts, add_special_tokens=template.kind == "string")
+
+
+def stop_token_ids(tokenizer: Any, vocab_size: int | None = None) -> list[int]:
+    """The ids that end a completion: EOS and ``<|im_end|>`` when the tokenizer has them
+    (within ``vocab_size`` when given), sorted."""
+    candidates = {tokenizer.eos_token_id, tokenizer.get_vocab().get("<|im_end|>")}
+    return sorted(
+        t for t in candidates if isinstance(t, int) and (vocab_size is None or 0 <= t < vocab_size)
+    )
+
+
 def tokenize_problems(
     problems: Sequence[Problem],
     tokenizer: Any,
@@ -60,12 +89,10 @@ def tokenize_problems(
 ) -> tuple[list[TokenizedProblem], dict[str, int]]:
     """Render and tokenize prompts and teacher traces, dropping (never truncating) long ones.
 
-    The prompt is ``template.render(question, tokenizer)`` tokenized without added special
-    tokens for ``chat`` templates (the chat template writes them) and with them for
-    ``string`` templates (e.g. a BOS). The teacher trace is tokenized without special
-    tokens, then the EOS id is appended (unless its last token already is EOS). When the
-    prompt ends with ``<think>\\n`` and the trace starts with it, the trace's copy is
-    removed first, as LUFFY does, so that prompt + trace holds one ``<think>``.
+    The prompt is tokenized as :func:`encode_prompts` does. The teacher trace is tokenized
+    without special tokens, then the EOS id is appended (unless its last token already is
+    EOS). When the prompt ends with ``<think>\\n`` and the trace starts with it, the trace's
+    copy is removed first, as LUFFY does, so that prompt + trace holds one ``<think>``.
 
     Args:
         problems: Loaded problems.

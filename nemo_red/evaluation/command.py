@@ -125,6 +125,7 @@ def run_eval(args: argparse.Namespace) -> int:
     """Runs ``nemo-red eval`` (see :func:`add_eval_parser`)."""
     from transformers import AutoTokenizer
 
+    from nemo_red.data.dataset import stop_token_ids
     from nemo_red.data.templates import get_template
     from nemo_red.evaluation.benchmarks import resolve_benchmarks
     from nemo_red.evaluation.harness import EvalSettings, ResponseGrader, evaluate_benchmarks
@@ -154,13 +155,7 @@ def run_eval(args: argparse.Namespace) -> int:
     hf_dir = _hf_dir(args.model, out)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or hf_dir)
     context = int(checkpoint_io.read_hf_config(hf_dir).get("max_position_embeddings", 4096))
-    stops = sorted(
-        {
-            t
-            for t in (tokenizer.eos_token_id, tokenizer.get_vocab().get("<|im_end|>"))
-            if isinstance(t, int)
-        }
-    )
+    stops = stop_token_ids(tokenizer)
     engine = build_eval_engine(args, hf_dir, context)
     describe = {
         "model": str(args.model),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nemo_red.data.dataset import encode_prompts as encode_questions
 from nemo_red.data.templates import PromptTemplate
 from nemo_red.evaluation.benchmarks import EvalItem, ResolvedBenchmark, load_items
 from nemo_red.evaluation.choice import grade_choice
@@ -122,12 +123,9 @@ class ResponseGrader:
 def encode_prompts(
     items: Sequence[EvalItem], tokenizer: Any, template: PromptTemplate
 ) -> list[list[int]]:
-    """Prompt token ids of each item (special tokens as in ``tokenize_problems``)."""
-    texts = [template.render(item.question, tokenizer) for item in items]
-    if not texts:
-        return []
-    encoded = tokenizer(texts, add_special_tokens=template.kind == "string")["input_ids"]
-    return [list(ids) for ids in encoded]
+    """Prompt token ids of each item, tokenized as for training (see
+    :func:`nemo_red.data.dataset.encode_prompts`)."""
+    return encode_questions([item.question for item in items], tokenizer, template)
 
 
 def generate_records(

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from nemo_red.algorithms import EntropyRegulator
-from nemo_red.data.dataset import ProblemSampler, tokenize_problems
+from nemo_red.data.dataset import ProblemSampler, stop_token_ids, tokenize_problems
 from nemo_red.data.loading import load_problems
 from nemo_red.data.templates import PromptTemplate, get_template
 from nemo_red.evaluation import ResponseGrader
@@ -173,14 +173,8 @@ class RedTrainer:
         clip_high = float(config.rollout.n) if reg.clip_high is None else reg.clip_high
         regulator = EntropyRegulator(reg.window, reg.clip_low, clip_high)
         sampler = ProblemSampler(len(train), trainer.prompts_per_step, seed=config.run.seed)
-        stops = [
-            t
-            for t in {tokenizer.eos_token_id, tokenizer.get_vocab().get("<|im_end|>")}
-            if isinstance(t, int) and 0 <= t < shape.vocab_size
-        ]
-        return RunParts(
-            tokenizer, train, evals, actor, engine, grader, regulator, sampler, sorted(stops)
-        )
+        stops = stop_token_ids(tokenizer, shape.vocab_size)
+        return RunParts(tokenizer, train, evals, actor, engine, grader, regulator, sampler, stops)
 
     @property
     def total_steps(self) -> int:
