@@ -17,6 +17,7 @@ metrics per benchmark and overall, and every item's completions and grades) and
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 import zlib
@@ -157,27 +158,22 @@ def generate_records(
         tokenizer.decode(list(map(int, c.token_ids)), skip_special_tokens=True) for _, c in flat
     ]
     grades = grader.grade([item for item, _ in flat], texts)
-    samples: dict[int, list[SampleRecord]] = {i: [] for i in range(len(items))}
-    valid = [True] * len(items)
-    cursor = 0
-    for index, per in enumerate(outputs):
-        for completion in per:
-            grade = grades[cursor]
-            samples[index].append(
-                SampleRecord(
-                    text=texts[cursor],
-                    extracted=grade.extracted,
-                    reason=grade.reason.value,
-                    tokens=len(completion.token_ids),
-                    finish_reason=completion.finish_reason,
-                )
+    graded = iter(zip(flat, texts, grades, strict=True))
+    records = []
+    for item, per in zip(items, outputs, strict=True):
+        samples = [
+            SampleRecord(
+                text=text,
+                extracted=grade.extracted,
+                reason=grade.reason.value,
+                tokens=len(completion.token_ids),
+                finish_reason=completion.finish_reason,
             )
-            valid[index] &= grade.reason is not GradeReason.UNPARSABLE_GOLD
-            cursor += 1
-    return [
-        ItemRecord(item.benchmark, item.uid, item.gold, tuple(samples[i]), valid[i])
-        for i, item in enumerate(items)
-    ]
+            for (_, completion), text, grade in itertools.islice(graded, len(per))
+        ]
+        valid = all(s.reason != GradeReason.UNPARSABLE_GOLD.value for s in samples)
+        records.append(ItemRecord(item.benchmark, item.uid, item.gold, tuple(samples), valid))
+    return records
 
 
 def chunk_seed(seed: int, benchmark: str, chunk: int) -> int:
