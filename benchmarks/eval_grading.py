@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_env import device_info, now, versions
+from grader import perturb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(
@@ -37,7 +37,6 @@ DEFAULT_DATA = Path(
 )
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "eval_grading.json"
 NAMES = ("math500", "aime24", "amc23", "minerva_math", "olympiadbench", "gsm8k")
-_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 class CharTokenizer:
@@ -66,13 +65,6 @@ class ReplayEngine:
         return out
 
 
-def _wrong(gold: str) -> str:
-    text = gold.strip()
-    if _NUMBER.fullmatch(text):
-        return str(int(text) + 1) if "." not in text else f"{float(text) + 1:g}"
-    return f"{text}+1"
-
-
 def _reference(name: str, row: dict, gold: str) -> str:
     if name == "gsm8k":
         worked, _, _ = row["answer"].rpartition("####")
@@ -99,7 +91,7 @@ def build(data_dir: Path, n: int) -> tuple[list, dict[str, list[dict]]]:
             boxed = extract_boxed(right) or item.gold
             box = "\\boxed{" + boxed + "}"
             cut = right.rindex(box) if box in right else right.rindex(boxed)
-            wrong = right[:cut] + right[cut:].replace(boxed, _wrong(boxed), 1)
+            wrong = right[:cut] + right[cut:].replace(boxed, perturb(boxed), 1)
             entries.append(
                 {"item": item, "responses": [right, wrong] * (n // 2) + [right] * (n % 2)}
             )
