@@ -6,17 +6,10 @@ next to the repository; the tests skip when it is absent.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from nemo_red.data import load_problems
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(
-    os.environ.get("NEMO_RED_BENCHMARK_DATA", REPO_ROOT / ".." / "shared" / "data" / "benchmarks")
-).resolve()
+from tests.benchmark_data import DATA_DIR, MISSING_REASON
 
 # (folder, layout, field overrides, rows, whether every row has a teacher)
 SETS = [
@@ -44,7 +37,7 @@ def test_benchmark_loads(
 
 def test_benchmark_golds() -> None:
     if not DATA_DIR.is_dir():
-        pytest.skip(f"benchmark data not found at {DATA_DIR} (set NEMO_RED_BENCHMARK_DATA)")
+        pytest.skip(MISSING_REASON)
     gsm8k = load_problems(DATA_DIR / "gsm8k" / "test.jsonl").problems
     assert gsm8k[0].gold == "18"
     assert gsm8k[0].teacher.endswith("every day at the farmer’s market.")

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from nemo_red.cli import main
 from nemo_red.data.tokenizer import train_tokenizer
+from tests.benchmark_data import DATA_DIR, MISSING_REASON
 from tests.tiny_models import random_qwen2
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(
-    os.environ.get("NEMO_RED_BENCHMARK_DATA", REPO_ROOT / ".." / "shared/data/benchmarks")
-).resolve()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +63,7 @@ def test_eval_custom_set_then_resume(hf_model: Path, tmp_path: Path, capsys) -> 
     assert "other settings (differing: sampling)" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"benchmark data not found at {DATA_DIR}")
+@pytest.mark.skipif(not DATA_DIR.is_dir(), reason=MISSING_REASON)
 def test_eval_named_benchmarks_from_a_megatron_checkpoint(hf_model: Path, tmp_path: Path) -> None:
     from nemo_red.models.checkpoint_io import hf_to_megatron_checkpoint
 

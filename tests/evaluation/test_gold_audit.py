@@ -7,21 +7,14 @@ next to the repository; the tests skip when it is absent.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from nemo_red.evaluation import load_items, resolve_benchmarks
 from nemo_red.rewards import GradeReason, MathGrader
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(
-    os.environ.get("NEMO_RED_BENCHMARK_DATA", REPO_ROOT / ".." / "shared/data/benchmarks")
-).resolve()
-
+from tests.benchmark_data import DATA_DIR, MISSING_REASON
 
 NAMES = ("math500", "aime24", "amc23", "minerva_math", "olympiadbench", "gsm8k")
 
@@ -47,7 +40,7 @@ SIZES = {
 
 pytestmark = pytest.mark.skipif(
     not DATA_DIR.is_dir(),
-    reason=f"benchmark data not found at {DATA_DIR} (set NEMO_RED_BENCHMARK_DATA)",
+    reason=MISSING_REASON,
 )
 
 
