@@ -11,7 +11,8 @@ import pytest
 from nemo_red.experiments.compare import load_compare_config, plan_runs
 from nemo_red.training.config import ConfigError
 from tests.torchrun import REPO_ROOT
-from tests.training.test_train_e2e import SMALL, TINY, _env
+from tests.training.runs import SMALL, TINY
+from tests.training.runs import env as _env
 
 SHIPPED = REPO_ROOT / "examples" / "conf" / "compare" / "compare_tiny.yaml"
 

@@ -1,14 +1,15 @@
 """HPT and ReLIFT schedules end to end on the tiny default, and ReLIFT's resume equality."""
 
 import json
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.training.test_train_e2e import _env, _metrics, _train_cmd
+from tests.training.runs import env as _env
+from tests.training.runs import kill_at_checkpoint
+from tests.training.runs import metrics as _metrics
+from tests.training.runs import train_cmd as _train_cmd
 
 # A random tiny model fails (nearly) every rollout after its one SFT warm-up step: each RL
 # step adds ~8 questions to the ReLIFT buffer, so with 12 the checkpoint of step 2 holds a
@@ -85,14 +86,6 @@ def test_relift_run_buffers_failures_and_runs_an_sft_update(relift_run):
 def test_relift_sigkill_then_resume_equals_uninterrupted(relift_run, tmp_path):
     out = tmp_path / "run"
     cmd = _train_cmd(out, *RELIFT)
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    latest = out / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while not (latest.is_file() and latest.read_text() == "step_000002"):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_checkpoint(cmd, out, "step_000002")
     _run(cmd)
     assert _metrics(out) == _metrics(relift_run)

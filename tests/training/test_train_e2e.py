@@ -1,53 +1,18 @@
 """`nemo-red train` end to end on the tiny default: outputs, SIGKILL + resume, torchrun, errors."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.torchrun import REPO_ROOT, run_torchrun
-
-TINY = REPO_ROOT / "examples" / "conf" / "tiny_red.yaml"
-SMALL = [
-    "data.arithmetic.train_size=200",
-    "data.arithmetic.test_size=40",
-    "data.eval_limit=16",
-    "trainer.prompts_per_step=8",
-    "rollout.n=3",
-    "rollout.max_new_tokens=16",
-    "trainer.progress=false",
-    "algorithm.sft_warmup_steps=1",  # step 1 is SFT, the rest RED: both stages run
-    "trainer.optim.warmup_steps=1",
-]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-
-
-def _train_cmd(out: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "nemo_red.cli",
-        "train",
-        "--config",
-        str(TINY),
-        f"run.output_dir={out}",
-        *SMALL,
-        *overrides,
-    ]
-
-
-def _metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.startswith(("time", "throughput"))} for r in rows]
+from tests.training.runs import SMALL, TINY, kill_at_checkpoint
+from tests.training.runs import env as _env
+from tests.training.runs import metrics as _metrics
+from tests.training.runs import train_cmd as _train_cmd
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +60,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(straight, tmp_path):
     cmd = _train_cmd(
         out, "trainer.total_steps=4", "trainer.checkpoint_every=2", "trainer.eval_every=2"
     )
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    latest = out / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while not (latest.is_file() and latest.read_text() == "step_000002"):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_checkpoint(cmd, out, "step_000002")
     subprocess.run(cmd, check=True, env=_env(), capture_output=True, timeout=600)
     assert _metrics(out) == _metrics(straight)
     from safetensors.torch import load_file
