@@ -138,6 +138,61 @@ def load_checkpoint(
     from megatron.core import parallel_state as ps
 
     path = Path(path)
+    meta = _read_meta(path)
+    tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
+    actor.load_state_dict(torch.load(path / f"model_tp{tp:02d}_pp{pp:03d}.pt", weights_only=False))
+    _set_rng_state(torch.load(path / f"rng_rank{dist.get_rank():05d}.pt", weights_only=False))
+    if regulator is not None and meta["regulator"] is not None:
+        regulator.load_state_dict(meta["regulator"])
+    return meta
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A ``step_N`` directory, or the newest checkpoint of a checkpoints root or run dir."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        return path
+    for root in (path, path / "checkpoints"):
+        if (root / LATEST).is_file():
+            found = latest_checkpoint(root)
+            assert found is not None
+            return found
+    raise FileNotFoundError(
+        f"{path}: not a training checkpoint (no meta.json), nor a checkpoints root or run "
+        f"directory with a '{LATEST}' pointer"
+    )
+
+
+def load_initial_state(path: Path, actor: MegatronActor) -> Path:
+    """Starts a new run from a checkpoint's weights and optimizer moments (collective).
+
+    The step counter (so the LR schedule) restarts at 0 and the optimizer keeps this run's
+    hyperparameters (betas, eps, weight decay); the regulator, data position and RNG of the
+    checkpoint are not used. AdamW's own per-parameter step counts carry over, so its bias
+    correction continues as in the checkpointed run.
+
+    Returns:
+        The checkpoint directory that was read.
+    """
+    from megatron.core import parallel_state as ps
+
+    path = resolve_checkpoint(path)
+    _read_meta(path)
+    tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
+    state = torch.load(path / f"model_tp{tp:02d}_pp{pp:03d}.pt", weights_only=False)
+    hyper = [
+        {k: v for k, v in group.items() if k != "params"} for group in actor.optimizer.param_groups
+    ]
+    actor.load_state_dict({**state, "steps_done": 0})
+    for group, own in zip(actor.optimizer.param_groups, hyper, strict=True):
+        group.update(own)
+    return path
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The checkpoint's metadata, checked against the running TP x PP x DP layout."""
+    from megatron.core import parallel_state as ps
+
     meta = json.loads((path / "meta.json").read_text())
     layout = (
         dist.get_world_size(),
@@ -147,11 +202,6 @@ def load_checkpoint(
     if layout != (meta["world_size"], meta["tp"], meta["pp"]):
         raise ValueError(
             f"{path}: saved with world/tp/pp {(meta['world_size'], meta['tp'], meta['pp'])}, "
-            f"running with {layout}; resume with the same layout"
+            f"running with {layout}; use the same layout"
         )
-    tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
-    actor.load_state_dict(torch.load(path / f"model_tp{tp:02d}_pp{pp:03d}.pt", weights_only=False))
-    _set_rng_state(torch.load(path / f"rng_rank{dist.get_rank():05d}.pt", weights_only=False))
-    if regulator is not None and meta["regulator"] is not None:
-        regulator.load_state_dict(meta["regulator"])
     return meta

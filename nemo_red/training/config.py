@@ -58,16 +58,28 @@ class ModelConfig:
         tokenizer_path: the tokenizer directory (default: ``path``).
         dtype: float32 or bfloat16.
         tiny: the architecture of the from-scratch model.
+        init_checkpoint: a training checkpoint (``step_N`` directory, a ``checkpoints``
+            root or a run directory: its newest checkpoint) whose weights and AdamW moments
+            start this run, as if that run's training went on with this run's settings;
+            the step counter, LR schedule, regulator, data position and RNG start fresh.
+            Needs ``path`` (the architecture and tokenizer, e.g. that run's ``hf`` export)
+            and the same TP x PP x DP layout.
     """
 
     path: str | None = None
     tokenizer_path: str | None = None
     dtype: str = "float32"
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    init_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"model.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.init_checkpoint is not None and self.path is None:
+            raise ConfigError(
+                "model.init_checkpoint needs model.path (the architecture and tokenizer of "
+                "the checkpointed run, e.g. its hf/ export)"
+            )
 
 
 @dataclass(frozen=True)

@@ -181,15 +181,26 @@ class RedTrainer:
         return sum(s.steps for s in self.config.stages())
 
     def _resume(self) -> int:
+        """Restores the newest checkpoint of this run (or ``model.init_checkpoint`` in a new
+        run) and refits the rollout engine, which was built before; returns the step."""
         latest = checkpoint.latest_checkpoint(self.run_dir / "checkpoints")
-        if latest is None:
+        step = 0
+        if latest is not None:
+            meta = checkpoint.load_checkpoint(latest, self.parts.actor, self.parts.regulator)
+            self.parts.sampler.load_state_dict(meta["data"])
+            self.runner.load_state_dict(meta["extra"])
+            step = int(meta["step"])
+            message = f"resumed from {latest} (step {step})"
+        elif self.config.model.init_checkpoint is not None:
+            init = Path(self.config.model.init_checkpoint)
+            read = checkpoint.load_initial_state(init, self.parts.actor)
+            message = f"weights and optimizer moments from {read}"
+        else:
             return 0
-        meta = checkpoint.load_checkpoint(latest, self.parts.actor, self.parts.regulator)
-        self.parts.sampler.load_state_dict(meta["data"])
-        self.runner.load_state_dict(meta["extra"])
+        self.parts.engine.update_weights(self.parts.actor)
         if self.rank0:
-            print(f"[nemo-red] resumed from {latest} (step {meta['step']})", file=sys.stderr)
-        return int(meta["step"])
+            print(f"[nemo-red] {message}", file=sys.stderr)
+        return step
 
     # ---------------------------------------------------------------- training
     def train(self) -> dict[str, float]:

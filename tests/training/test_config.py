@@ -59,6 +59,7 @@ def test_overrides_and_interpolation():
         (["rollout.engine=sglang"], "rollout.engine must be"),
         (["trainer.updates_per_step=3"], "must divide prompts_per_step"),
         (["model.dtype=float16"], "model.dtype"),
+        (["model.init_checkpoint=runs/base/checkpoints"], "model.init_checkpoint needs model.path"),
         (["trainer.total_steps=5", "algorithm.sft_warmup_steps=0"], "must exceed trainer.optim"),
         (["algorithm.sft_warmup_steps=500"], "must be below trainer.total_steps"),
     ],

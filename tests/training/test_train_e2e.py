@@ -73,6 +73,54 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(straight, tmp_path):
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
 
 
+def test_init_checkpoint_carries_weights_and_optimizer_moments_not_the_schedule(straight, tmp_path):
+    out = tmp_path / "continued"
+    source = straight / "checkpoints" / "step_000002"
+    cmd = _train_cmd(
+        out,
+        f"model.path={straight / 'hf'}",  # the architecture and tokenizer (weights of step 4)
+        f"model.init_checkpoint={source}",
+        "trainer.total_steps=1",
+        "trainer.optim.lr=1e-30",  # the step leaves the weights where they start
+        "trainer.optim.min_lr=0",
+        "trainer.optim.schedule=constant",
+        "algorithm.sft_warmup_steps=0",
+    )
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"weights and optimizer moments from {source}" in result.stderr
+    assert _metrics(out)[0]["lr"] == pytest.approx(1e-30)  # the schedule restarted
+    start = torch.load(source / "model_tp00_pp000.pt", weights_only=False)
+    end = torch.load(
+        out / "checkpoints" / "step_000001" / "model_tp00_pp000.pt", weights_only=False
+    )
+    assert end["steps_done"] == 1
+    # AdamW's per-parameter step counts went on from the source run's 2 steps.
+    assert {float(s["step"]) for s in end["optimizer"]["state"].values()} == {3.0}
+    assert end["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-30)
+    hf_step4 = straight / "checkpoints" / "step_000004" / "model_tp00_pp000.pt"
+    step4 = torch.load(hf_step4, weights_only=False)["model"]
+    moved = 0
+    for key, value in start["model"].items():
+        torch.testing.assert_close(end["model"][key], value, rtol=0, atol=1e-6)
+        moved += int(not torch.allclose(step4[key], value))
+    assert moved > 0  # the weights came from step 2, not from model.path (step 4)
+
+
+def test_init_checkpoint_that_is_no_checkpoint_is_named(straight, tmp_path):
+    cmd = _train_cmd(
+        tmp_path / "run",
+        f"model.path={straight / 'hf'}",
+        f"model.init_checkpoint={straight / 'hf'}",
+        "trainer.total_steps=1",
+        "trainer.optim.schedule=constant",
+        "algorithm.sft_warmup_steps=0",
+    )
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert f"{straight / 'hf'}: not a training checkpoint" in result.stderr
+
+
 @pytest.mark.distributed
 @pytest.mark.parametrize("layout", [[], ["parallel.tp=2"]], ids=["dp2", "tp2"])
 def test_training_under_torchrun(tmp_path, layout):
