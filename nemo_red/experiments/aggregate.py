@@ -169,12 +169,17 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def markdown_table(arms: Sequence[ArmSummary]) -> str:
-    """One row per arm: accuracy mean +- std, per-seed values, length, speed, time."""
+def markdown_table(arms: Sequence[ArmSummary], base_accuracy: float | None = None) -> str:
+    """One row per arm: accuracy mean +- std, per-seed values, length, speed, time.
+
+    With ``base_accuracy`` a first row gives the accuracy every arm started from.
+    """
     lines = [
         "| arm | accuracy (mean ± std) | per seed | response length | steps to 90% | wall s |",
         "|---|---|---|---|---|---|",
     ]
+    if base_accuracy is not None:
+        lines.append(f"| (base model: start) | {base_accuracy:.3f} | | | | |")
     for a in arms:
         per_seed = ", ".join(_fmt(v) for v in a.final_accuracy)
         accuracy = (
@@ -197,6 +202,8 @@ def aggregate(
     wall_times: Mapping[Path, float | None],
     out_dir: Path,
     accuracy_key: str = ACCURACY_KEY,
+    base_run: Path | None = None,
+    info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes ``results.json``, ``results.md`` and ``plots/*.png`` under ``out_dir``.
 
@@ -205,11 +212,15 @@ def aggregate(
         wall_times: run directory -> wall seconds (None when unknown).
         out_dir: where the outputs go.
         accuracy_key: the metric of the accuracy columns.
+        base_run: the base-model run every arm started from (its final accuracy is the
+            table's first row and ``base_model`` in the document), or None.
+        info: recorded as ``info`` (e.g. date, versions, device, wall time).
 
     Returns:
-        The document written to ``results.json``: ``arms`` (per arm its summary and, under
-        ``runs``, each seed's summary and raw curves) and ``mean_curves`` (arm -> key ->
-        steps and values); plus ``table`` (the markdown) and ``plots`` (the PNG paths).
+        The document written to ``results.json``: ``info``, ``base_model``, ``arms`` (per
+        arm its summary and, under ``runs``, each seed's summary and raw curves) and
+        ``mean_curves`` (arm -> key -> steps and values); plus ``table`` (the markdown) and
+        ``plots`` (the PNG paths).
     """
     summaries, document_arms, curves = [], {}, {}
     for arm, seeds in runs.items():
@@ -232,9 +243,15 @@ def aggregate(
             },
         }
         curves[arm] = {k: mean_curve([series(r, k) for r in rows.values()]) for k in keys}
-    table = markdown_table(summaries)
+    base = None
+    if base_run is not None:
+        curve = series(read_metrics(base_run / "metrics.jsonl"), accuracy_key)
+        base = {"final_accuracy": final_value(curve), "curve": _json_curve(curve)}
+    table = markdown_table(summaries, None if base is None else base["final_accuracy"])
     document: dict[str, Any] = {
+        "info": dict(info or {}),
         "accuracy_key": accuracy_key,
+        "base_model": base,
         "arms": document_arms,
         "mean_curves": {
             arm: {k: _json_curve(c) for k, c in per_key.items()} for arm, per_key in curves.items()

@@ -6,7 +6,9 @@ and ``key=value`` overrides of the training config) and the seeds. Layout of
 ``output_dir``::
 
     base_model/            one training run, done once; its ``hf/`` export becomes every
-                           arm's ``model.path`` (it stands in for pretraining)
+                           arm's ``model.path`` (it stands in for pretraining), and with
+                           ``carry_optimizer`` its last checkpoint every arm's
+                           ``model.init_checkpoint``
     runs/<arm>/seed_<s>/   one ``nemo-red train`` run directory per (arm, seed)
     results.json           per arm: per-seed final accuracy, mean, std, response length,
                            steps to 90% of the final accuracy, times, raw and mean curves
@@ -58,10 +60,16 @@ class ArmConfig:
 
 @dataclass(frozen=True)
 class BaseModelConfig:
-    """The shared base-model stage: one run with these overrides, seed ``seed``."""
+    """The shared base-model stage: one run with these overrides, seed ``seed``.
+
+    With ``carry_optimizer`` every arm also starts from the base run's AdamW moments
+    (``model.init_checkpoint``), so an arm continues the base's training rather than
+    restarting the optimizer on a freshly trained model.
+    """
 
     overrides: list[str] = field(default_factory=list)
     seed: int = 0
+    carry_optimizer: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,8 @@ def base_model_run(config: CompareConfig) -> PlannedRun | None:
 def _from_base(config: CompareConfig, base: PlannedRun) -> list[str]:
     """Overrides that start an arm from the base model (and its generated data)."""
     out = [f"model.path={base.run_dir / 'hf'}"]
+    if config.base_model is not None and config.base_model.carry_optimizer:
+        out.append(f"model.init_checkpoint={base.run_dir / 'checkpoints'}")
     base_train = load_config(config.train_config, base.overrides)
     if base_train.data.train_path is None:
         data = base.run_dir / "data"
@@ -274,8 +284,10 @@ def run_comparison(config: CompareConfig, log: Any = sys.stderr) -> dict[str, An
         The aggregate document (see ``aggregate.aggregate``) with ``failed``: the run
         directories whose training failed (their ``compare.log`` says why).
     """
+    from nemo_red.evaluation.report import run_info
     from nemo_red.experiments.aggregate import aggregate
 
+    start = time.perf_counter()
     base = base_model_run(config)
     if base is not None and not execute(config, base):
         raise RuntimeError(f"the base model run failed: see {base.run_dir / 'compare.log'}")
@@ -292,7 +304,22 @@ def run_comparison(config: CompareConfig, log: Any = sys.stderr) -> dict[str, An
         if record is not None:
             by_arm.setdefault(run.arm, {})[run.seed] = run.run_dir
             walls[run.run_dir] = record.get("wall_s")
-    document = aggregate(by_arm, walls, Path(config.output_dir), config.accuracy_key)
+    info = {
+        **run_info(),
+        "cpu_count": os.cpu_count(),
+        "workers": config.workers,
+        "threads_per_worker": config.threads_per_worker,
+        "runs_trained": len(todo),  # in this invocation (finished runs are skipped)
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    document = aggregate(
+        by_arm,
+        walls,
+        Path(config.output_dir),
+        config.accuracy_key,
+        base_run=None if base is None else base.run_dir,
+        info=info,
+    )
     return {**document, "failed": failed}
 
 

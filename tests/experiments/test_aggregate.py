@@ -62,6 +62,9 @@ def test_run_and_arm_summaries_by_hand():
     assert arm.wall_s_mean == 12.0  # unknown wall times are left out
     table = markdown_table([arm])
     assert "| red | 0.400 ± 0.141 | 0.500, 0.300 | 15.0 | 3.0 | 12.0 |" in table
+    with_base = markdown_table([arm], base_accuracy=0.25).splitlines()
+    assert with_base[2] == "| (base model: start) | 0.250 | | | | |"
+    assert with_base[3] == table.splitlines()[2]
 
 
 def test_runs_without_rollouts_or_accuracy_give_dashes():

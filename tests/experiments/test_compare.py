@@ -100,7 +100,7 @@ def test_base_model_stage_feeds_its_export_and_generated_data_to_every_arm(tmp_p
             f"""\
             train_config: {TINY}
             output_dir: out
-            base_model: {{seed: 5, overrides: [algorithm.preset=sft]}}
+            base_model: {{seed: 5, overrides: [algorithm.preset=sft], carry_optimizer: true}}
             arms: [{{name: red, overrides: [model.dtype=float32]}}]
             seeds: [1, 2]
             """,
@@ -114,6 +114,7 @@ def test_base_model_stage_feeds_its_export_and_generated_data_to_every_arm(tmp_p
     # base-model settings first, the arm's own overrides last (they win), then the seed
     assert runs[0].overrides == [
         "model.path=out/base_model/hf",
+        "model.init_checkpoint=out/base_model/checkpoints",
         "data.train_path=out/base_model/data/train.jsonl",
         "data.eval_path=out/base_model/data/test.jsonl",
         "model.dtype=float32",
@@ -138,6 +139,7 @@ def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
         train_config: {TINY}
         output_dir: out
         overrides: {json.dumps(shared)}
+        base_model: {{overrides: [algorithm.preset=sft], carry_optimizer: true}}
         arms:
           - {{name: sft, overrides: [algorithm.preset=sft]}}
           - {{name: grpo, overrides: [algorithm.preset=grpo]}}
@@ -149,6 +151,8 @@ def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "out"
     assert (out / "runs" / "grpo" / "seed_1" / "hf" / "model.safetensors").is_file()
+    log = (out / "runs" / "grpo" / "seed_1" / "compare.log").read_text()
+    assert "weights and optimizer moments from out/base_model/checkpoints/step_000002" in log
     results = json.loads((out / "results.json").read_text())
     assert list(results["arms"]) == ["sft", "grpo"]
     for arm in results["arms"].values():
@@ -160,8 +164,14 @@ def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
         assert arm["runs"]["1"]["curves"]["eval/accuracy"]["steps"] == [1, 2]
     assert results["arms"]["grpo"]["mean_response_length"] > 0
     assert results["arms"]["sft"]["mean_response_length"] is None
+    base = json.loads((out / "base_model" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert results["base_model"]["final_accuracy"] == base["eval/accuracy"]
+    assert results["info"]["runs_trained"] == 2
+    assert results["info"]["workers"] == 2
+    assert {"date", "versions", "device", "wall_s"} <= set(results["info"])
     table = (out / "results.md").read_text()
-    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["sft", "grpo"]
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert rows == ["(base model: start)", "sft", "grpo"]
     assert table in result.stdout
     pngs = {p.name for p in (out / "plots").glob("*.png")}
     assert {"accuracy.png", "entropy_h_rl.png", "entropy_h_sft.png", "weight_w.png"} <= pngs
@@ -172,4 +182,6 @@ def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 of 2 runs finished before" in again.stderr
     assert done.stat().st_mtime_ns == stamp
-    assert json.loads((out / "results.json").read_text())["arms"] == results["arms"]
+    rerun = json.loads((out / "results.json").read_text())
+    assert rerun["arms"] == results["arms"]
+    assert rerun["info"]["runs_trained"] == 0
