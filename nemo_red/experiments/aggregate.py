@@ -3,6 +3,9 @@
 Every run is an ordinary training run directory with a ``metrics.jsonl``. Per run:
 
 * final accuracy: the last logged value of the accuracy key (``eval/accuracy``);
+* late accuracy: the mean of its last ``LATE_EVALS`` logged values (on a small model a
+  single evaluation swings by several points from one step to the next; the late mean is
+  the steadier number to compare arms by);
 * steps to 90%: the first step whose accuracy reaches 0.9 x the final accuracy (None when
   the final accuracy is <= 0: nothing was learned to reach);
 * mean response length: the mean over steps of ``length/online_mean`` (online rollouts;
@@ -44,6 +47,8 @@ COMPARE_PLOTS = {
     "weight_w.png": ("w: offline weight", "entropy/w"),
 }
 
+LATE_EVALS = 3
+
 Curve = tuple[list[int], list[float]]
 
 
@@ -54,6 +59,7 @@ class RunSummary:
     arm: str
     seed: int
     final_accuracy: float | None
+    late_accuracy: float | None
     steps_to_90: int | None
     mean_response_length: float | None
     final_eval_response_length: float | None
@@ -71,6 +77,9 @@ class ArmSummary:
     final_accuracy: list[float | None]
     accuracy_mean: float | None
     accuracy_std: float | None
+    late_accuracy: list[float | None]
+    late_mean: float | None
+    late_std: float | None
     steps_to_90: list[int | None]
     steps_to_90_mean: float | None
     mean_response_length: float | None
@@ -101,6 +110,12 @@ def final_value(curve: Curve) -> float | None:
     return finite[-1] if finite else None
 
 
+def late_value(curve: Curve, count: int = LATE_EVALS) -> float | None:
+    """The mean of the last ``count`` finite values of a curve (None when there is none)."""
+    finite = [v for v in curve[1] if math.isfinite(v)][-count:]
+    return statistics.fmean(finite) if finite else None
+
+
 def steps_to_fraction(curve: Curve, fraction: float = 0.9) -> int | None:
     """The first step whose value reaches ``fraction`` x the final value.
 
@@ -128,6 +143,7 @@ def summarize_run(
         arm=arm,
         seed=seed,
         final_accuracy=final_value(accuracy),
+        late_accuracy=late_value(accuracy),
         steps_to_90=steps_to_fraction(accuracy),
         mean_response_length=_mean(lengths),
         final_eval_response_length=final_value(series(rows, "eval/response_length")),
@@ -140,12 +156,16 @@ def summarize_run(
 def summarize_arm(arm: str, runs: Sequence[RunSummary]) -> ArmSummary:
     """An :class:`ArmSummary` over the arm's runs (one per seed)."""
     accuracy_mean, accuracy_std = mean_std([r.final_accuracy for r in runs])
+    late_mean, late_std = mean_std([r.late_accuracy for r in runs])
     return ArmSummary(
         arm=arm,
         seeds=[r.seed for r in runs],
         final_accuracy=[r.final_accuracy for r in runs],
         accuracy_mean=accuracy_mean,
         accuracy_std=accuracy_std,
+        late_accuracy=[r.late_accuracy for r in runs],
+        late_mean=late_mean,
+        late_std=late_std,
         steps_to_90=[r.steps_to_90 for r in runs],
         steps_to_90_mean=_mean([r.steps_to_90 for r in runs]),
         mean_response_length=_mean([r.mean_response_length for r in runs]),
@@ -170,26 +190,30 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def markdown_table(arms: Sequence[ArmSummary], base_accuracy: float | None = None) -> str:
-    """One row per arm: accuracy mean +- std, per-seed values, length, speed, time.
+    """One row per arm: final and late accuracy (mean +- std), per-seed final values,
+    response length, steps to 90%, wall time.
 
     With ``base_accuracy`` a first row gives the accuracy every arm started from.
     """
     lines = [
-        "| arm | accuracy (mean ± std) | per seed | response length | steps to 90% | wall s |",
-        "|---|---|---|---|---|---|",
+        f"| arm | final accuracy (mean ± std) | last {LATE_EVALS} evals (mean ± std) "
+        "| final, per seed | response length | steps to 90% | wall s |",
+        "|---|---|---|---|---|---|---|",
     ]
     if base_accuracy is not None:
-        lines.append(f"| (base model: start) | {base_accuracy:.3f} | | | | |")
+        lines.append(f"| (base model: start) | {base_accuracy:.3f} | | | | | |")
     for a in arms:
         per_seed = ", ".join(_fmt(v) for v in a.final_accuracy)
-        accuracy = (
-            "-" if a.accuracy_mean is None else f"{a.accuracy_mean:.3f} ± {a.accuracy_std:.3f}"
-        )
         lines.append(
-            f"| {a.arm} | {accuracy} | {per_seed} | {_fmt(a.mean_response_length, 1)} "
+            f"| {a.arm} | {_pm(a.accuracy_mean, a.accuracy_std)} | {_pm(a.late_mean, a.late_std)} "
+            f"| {per_seed} | {_fmt(a.mean_response_length, 1)} "
             f"| {_fmt(a.steps_to_90_mean, 1)} | {_fmt(a.wall_s_mean, 1)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    return "-" if mean is None or std is None else f"{mean:.3f} ± {std:.3f}"
 
 
 def _json_curve(curve: Curve) -> dict[str, list[Any]]:

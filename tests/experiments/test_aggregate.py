@@ -7,6 +7,7 @@ import pytest
 
 from nemo_red.experiments.aggregate import (
     aggregate,
+    late_value,
     markdown_table,
     mean_curve,
     mean_std,
@@ -45,9 +46,17 @@ def test_steps_to_ninety_percent_of_the_final_value():
     assert steps_to_fraction(([10, 20, 30], [0.5, 1.0, math.nan])) == 20  # last finite = 1.0
 
 
+def test_late_value_is_the_mean_of_the_last_three_finite_values():
+    assert late_value(([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.7])) == pytest.approx(0.4)
+    assert late_value(([1, 2, 3, 4], [0.2, 0.3, 0.7, math.nan])) == pytest.approx(0.4)
+    assert late_value(([1, 2], [0.2, 0.4]), count=1) == pytest.approx(0.4)
+    assert late_value(([], [])) is None
+
+
 def test_run_and_arm_summaries_by_hand():
     run1 = summarize_run("red", 1, _rows({2: 0.2, 4: 0.5}), wall_s=12.0)
     assert run1.final_accuracy == 0.5
+    assert run1.late_accuracy == pytest.approx(0.35)  # both evaluations: (0.2 + 0.5) / 2
     assert run1.steps_to_90 == 4
     assert run1.mean_response_length == pytest.approx(15.0)  # 20, 10, 20, 10
     assert run1.train_time_s == pytest.approx(2.0)
@@ -58,12 +67,15 @@ def test_run_and_arm_summaries_by_hand():
     assert arm.final_accuracy == [0.5, 0.3]
     assert arm.accuracy_mean == pytest.approx(0.4)
     assert arm.accuracy_std == pytest.approx(math.sqrt(0.02))  # ((.1)^2 + (.1)^2) / 1
+    assert arm.late_accuracy == [pytest.approx(0.35), pytest.approx(0.3)]
+    assert arm.late_mean == pytest.approx(0.325)
+    assert arm.late_std == pytest.approx(math.sqrt(2 * 0.025**2))
     assert arm.steps_to_90_mean == 3.0
     assert arm.wall_s_mean == 12.0  # unknown wall times are left out
     table = markdown_table([arm])
-    assert "| red | 0.400 ± 0.141 | 0.500, 0.300 | 15.0 | 3.0 | 12.0 |" in table
+    assert "| red | 0.400 ± 0.141 | 0.325 ± 0.035 | 0.500, 0.300 | 15.0 | 3.0 | 12.0 |" in table
     with_base = markdown_table([arm], base_accuracy=0.25).splitlines()
-    assert with_base[2] == "| (base model: start) | 0.250 | | | | |"
+    assert with_base[2] == "| (base model: start) | 0.250 | | | | | |"
     assert with_base[3] == table.splitlines()[2]
 
 
@@ -71,7 +83,7 @@ def test_runs_without_rollouts_or_accuracy_give_dashes():
     run = summarize_run("sft", 1, [{"step": 1, "time/step": 1.0}], wall_s=None)
     assert run.final_accuracy is None
     assert run.mean_response_length is None
-    assert "| sft | - | - | - | - | - |" in markdown_table([summarize_arm("sft", [run])])
+    assert "| sft | - | - | - | - | - | - |" in markdown_table([summarize_arm("sft", [run])])
 
 
 def test_mean_curve_averages_the_seeds_logged_at_each_step():
