@@ -67,6 +67,11 @@ def _has_data(values: Sequence[float]) -> bool:
     return any(not math.isnan(v) for v in values)
 
 
+_LINE_STYLES = ("-", "--", ":")
+# more lines than this get the legend beside the axes, where it hides no data
+_LEGEND_INSIDE_MAX = 6
+
+
 def _draw(
     lines: Mapping[str, tuple[list[int], list[float]]],
     title: str,
@@ -76,18 +81,26 @@ def _draw(
 ) -> Path:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.0, 4.0), dpi=100, layout="constrained")
+    many = len(lines) > _LEGEND_INSIDE_MAX
+    fig = Figure(figsize=(9.0, 4.5) if many else (7.0, 4.0), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    for label, (steps, values) in lines.items():
+    for index, (label, (steps, values)) in enumerate(lines.items()):
         marker = "o" if len(steps) < _MARKER_MAX_POINTS else None
-        (line,) = ax.plot(steps, values, label=label, marker=marker, markersize=3, linewidth=1.5)
+        # the colour cycle has 10 colours: later lines change style so no two look alike
+        style = _LINE_STYLES[(index // 10) % len(_LINE_STYLES)]
+        (line,) = ax.plot(
+            steps, values, label=label, marker=marker, markersize=3, linewidth=1.5, linestyle=style
+        )
         if faint and label in faint:
             ax.plot(*faint[label], color=line.get_color(), alpha=0.25, linewidth=1.0)
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    if many:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    else:
+        ax.legend(loc="best", fontsize="small")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path)
     return out_path
