@@ -12,8 +12,15 @@ same invocation (one thread per process):
 * ``peak_rss_bytes``: the largest resident set of any rank.
 
 Median of ``--repeats`` timed steps after one warm-up. Writes
-``benchmarks/results/actor_cpu.json`` (device, versions, date, configuration, numbers).
-On a GPU the same script runs with ``--device cuda`` (bf16) and reports peak CUDA memory.
+``benchmarks/results/actor_<device>[_<shape>].json`` (device, versions, date,
+configuration, numbers). On a GPU the same script runs with ``--device cuda`` (bf16) and
+reports peak CUDA memory and, for GPUs in ``nemo_red.training.flops.PEAK_BF16_FLOPS`` (or
+with ``--peak-tflops``), the model FLOPs utilisation of both training steps (``red_mfu``,
+``grpo_mfu``; model FLOPs as counted in ``nemo_red.training.flops``). The issue's GPU
+setting, a random-weight model of Qwen2.5-1.5B's shape at 4,096 tokens per sequence::
+
+    python benchmarks/actor.py --device cuda --shape qwen2.5-1.5b --tp-sizes 1 \
+        --sequences 8 --length 4096 --token-budget 4096
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_env import RESULTS, device_info, now, versions  # noqa: E402
 
-SHAPE = {
+TINY_SHAPE = {
     "vocab_size": 4096,
     "hidden_size": 256,
     "intermediate_size": 688,
@@ -48,6 +55,20 @@ SHAPE = {
     "max_position_embeddings": 512,
     "tie_word_embeddings": True,
 }
+# Qwen2.5-1.5B (and -Math-1.5B, apart from rope_theta and the context length)
+QWEN25_1_5B_SHAPE = {
+    "vocab_size": 151936,
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_layers": 28,
+    "num_heads": 12,
+    "num_kv_heads": 2,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1e6,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": True,
+}
+SHAPES = {"tiny": TINY_SHAPE, "qwen2.5-1.5b": QWEN25_1_5B_SHAPE}
 
 
 def _batch(n: int, length: int, vocab: int):
@@ -80,12 +101,13 @@ def worker(args: argparse.Namespace) -> None:
     from nemo_red.algorithms import StepContext, get_preset
     from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
     from nemo_red.training.actor import MegatronActor
+    from nemo_red.training.flops import peak_flops, training_flops
     from nemo_red.training.optim import OptimConfig
     from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdown_distributed
 
     torch.set_num_threads(1)
     init_distributed(ParallelLayout(args.tp, 1), seed=0)
-    shape = Qwen2Shape(**SHAPE)
+    shape = Qwen2Shape(**SHAPES[args.shape])
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model = build_gpt_model(shape, args.tp, 1, dtype=dtype)
     if args.device == "cuda":
@@ -99,8 +121,18 @@ def worker(args: argparse.Namespace) -> None:
     red_s, _ = _timed(lambda: actor.train_step(batch, get_preset("red"), ctx), args.repeats)
     grpo_s, _ = _timed(lambda: actor.train_step(batch, get_preset("grpo"), ctx), args.repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_device = None
     if args.device == "cuda":
         peak = torch.cuda.max_memory_allocated()
+        peak_device = args.peak_tflops * 1e12 if args.peak_tflops else None
+        peak_device = peak_device or peak_flops(torch.cuda.get_device_name())
+    # each rank holds 1/tp of the model: the step's FLOPs are shared by tp devices
+    flops = training_flops(shape, [args.length] * args.sequences)
+    per_device = flops / args.tp
+
+    def mfu(seconds: float) -> float | None:
+        return None if peak_device is None else per_device / seconds / peak_device
+
     peaks = [None] * dist.get_world_size()
     dist.all_gather_object(peaks, peak)
     if dist.get_rank() == 0:
@@ -116,6 +148,11 @@ def worker(args: argparse.Namespace) -> None:
                     "train_tokens_per_s": tokens / red_s,
                     "grpo_train_step_s": grpo_s,
                     "red_over_grpo_step_time": red_s / grpo_s,
+                    "model_flops_per_train_step": flops,
+                    "red_model_tflops_per_s_per_device": per_device / red_s / 1e12,
+                    "device_peak_flops": peak_device,
+                    "red_mfu": mfu(red_s),
+                    "grpo_mfu": mfu(grpo_s),
                     "peak_memory_bytes": max(peaks),
                     "peak_memory_kind": "cuda_max_allocated"
                     if args.device == "cuda"
@@ -129,6 +166,8 @@ def worker(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="device bf16 peak")
     parser.add_argument("--sequences", type=int, default=32)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--token-budget", type=int, default=1024)
@@ -156,6 +195,9 @@ def main() -> None:
             str(tp),
             "--device",
             args.device,
+            "--shape",
+            args.shape,
+            *(["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []),
             "--sequences",
             str(args.sequences),
             "--length",
@@ -172,12 +214,13 @@ def main() -> None:
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(runs[-1]), flush=True)
     result = {
-        "benchmark": "actor forward+backward throughput, TP=1 vs TP=2",
+        "benchmark": "actor forward+backward throughput and MFU by TP size",
         "date": now(),
         "device": device_info(args.device),
         "versions": versions("megatron-core"),
         "config": {
-            "shape": SHAPE,
+            "shape_name": args.shape,
+            "shape": SHAPES[args.shape],
             "sequences": args.sequences,
             "length": args.length,
             "token_budget": args.token_budget,
@@ -189,7 +232,8 @@ def main() -> None:
         result["tp2_over_tp1_train_tokens_per_s"] = (
             runs[1]["train_tokens_per_s"] / runs[0]["train_tokens_per_s"]
         )
-    out = args.out or RESULTS / f"actor_{args.device}.json"
+    suffix = "" if args.shape == "tiny" else f"_{args.shape}"
+    out = args.out or RESULTS / f"actor_{args.device}{suffix}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 
