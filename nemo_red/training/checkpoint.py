@@ -83,9 +83,8 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     if ps.get_data_parallel_rank() == 0:
-        torch.save(actor.state_dict(), tmp / f"model_tp{tp:02d}_pp{pp:03d}.pt")
+        torch.save(actor.state_dict(), tmp / _model_shard_name())
     torch.save(_rng_state(), tmp / f"rng_rank{rank:05d}.pt")
     dist.barrier()
     if rank == 0:
@@ -135,12 +134,9 @@ def load_checkpoint(
     Returns:
         The checkpoint's metadata (``step``, ``data`` position, ``extra``).
     """
-    from megatron.core import parallel_state as ps
-
     path = Path(path)
     meta = _read_meta(path)
-    tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
-    actor.load_state_dict(torch.load(path / f"model_tp{tp:02d}_pp{pp:03d}.pt", weights_only=False))
+    actor.load_state_dict(torch.load(path / _model_shard_name(), weights_only=False))
     _set_rng_state(torch.load(path / f"rng_rank{dist.get_rank():05d}.pt", weights_only=False))
     if regulator is not None and meta["regulator"] is not None:
         regulator.load_state_dict(meta["regulator"])
@@ -174,12 +170,9 @@ def load_initial_state(path: Path, actor: MegatronActor) -> Path:
     Returns:
         The checkpoint directory that was read.
     """
-    from megatron.core import parallel_state as ps
-
     path = resolve_checkpoint(path)
     _read_meta(path)
-    tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
-    state = torch.load(path / f"model_tp{tp:02d}_pp{pp:03d}.pt", weights_only=False)
+    state = torch.load(path / _model_shard_name(), weights_only=False)
     hyper = [
         {k: v for k, v in group.items() if k != "params"} for group in actor.optimizer.param_groups
     ]
@@ -187,6 +180,14 @@ def load_initial_state(path: Path, actor: MegatronActor) -> Path:
     for group, own in zip(actor.optimizer.param_groups, hyper, strict=True):
         group.update(own)
     return path
+
+
+def _model_shard_name() -> str:
+    """The file of this rank's model shard and optimizer: one per (TP rank, PP stage)."""
+    from megatron.core import parallel_state as ps
+
+    tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
+    return f"model_tp{tp:02d}_pp{pp:03d}.pt"
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
