@@ -96,8 +96,14 @@ def tiny_shape(config: TrainConfig, vocab_size: int) -> Qwen2Shape:
     )
 
 
-def build_policy(config: TrainConfig, tokenizer: Any) -> tuple[torch.nn.Module, Qwen2Shape]:
-    """This rank's megatron model: loaded from ``model.path`` or initialised from scratch."""
+def build_policy(
+    config: TrainConfig, tokenizer: Any, load_weights: bool = True
+) -> tuple[torch.nn.Module, Qwen2Shape]:
+    """This rank's megatron model: loaded from ``model.path`` or initialised from scratch.
+
+    With ``load_weights`` False only the architecture is read from ``model.path``: for a
+    run whose weights come from a checkpoint next (a resume, ``model.init_checkpoint``).
+    """
     from megatron.core import parallel_state as ps
 
     from nemo_red.models import checkpoint_io
@@ -111,11 +117,16 @@ def build_policy(config: TrainConfig, tokenizer: Any) -> tuple[torch.nn.Module, 
     if path is None:
         shape = tiny_shape(config, len(tokenizer))
     elif (Path(path) / checkpoint_io.META).is_file():
-        shape, state = checkpoint_io.load_megatron_shard(Path(path), tp, tp_rank, pp, pp_rank)
+        if load_weights:
+            shape, state = checkpoint_io.load_megatron_shard(Path(path), tp, tp_rank, pp, pp_rank)
+        else:
+            hf_config = checkpoint_io.read_megatron_meta(Path(path))["hf_config"]
+            shape = Qwen2Shape.from_hf_config(hf_config)
     else:
         shape = Qwen2Shape.from_hf_config(checkpoint_io.read_hf_config(Path(path)))
-        hf = checkpoint_io.load_hf_state_dict(Path(path))
-        state = hf_to_megatron(hf, shape, tp, tp_rank, pp, pp_rank)
+        if load_weights:
+            hf = checkpoint_io.load_hf_state_dict(Path(path))
+            state = hf_to_megatron(hf, shape, tp, tp_rank, pp, pp_rank)
     first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
     model = build_gpt_model(shape, tp, pp, pre_process=first, post_process=last, dtype=dtype)
     if state is not None:

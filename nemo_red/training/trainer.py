@@ -114,15 +114,19 @@ class RedTrainer:
                 OmegaConf.to_yaml(OmegaConf.structured(config))
             )
         dist.barrier()
-        self.parts = self._build()
+        latest = checkpoint.latest_checkpoint(self.run_dir / "checkpoints")
+        # a checkpoint loaded after the build replaces the weights: do not read them twice
+        self.parts = self._build(
+            load_weights=latest is None and config.model.init_checkpoint is None
+        )
         self.runner = StepRunner(config, self.parts)
-        self.start_step = self._resume()
+        self.start_step = self._resume(latest)
         self.log = MetricsWriter(
             self.run_dir, self.config.trainer.tensorboard, self.rank0, resume_step=self.start_step
         )
 
     # ---------------------------------------------------------------- building
-    def _build(self) -> RunParts:
+    def _build(self, load_weights: bool) -> RunParts:
         config = self.config
         files = prepare_data_files(config, self.run_dir)
         loaded = _load(config, files.train, config.data.layout, None, train=True)
@@ -153,7 +157,7 @@ class RedTrainer:
                 f"{sum(len(s.items) for s in evals)} evaluation problems",
                 file=sys.stderr,
             )
-        model, shape = build_policy(config, tokenizer)
+        model, shape = build_policy(config, tokenizer, load_weights)
         trainer = config.trainer
         optim = OptimConfig(
             **dataclasses.asdict(trainer.optim),
@@ -180,10 +184,10 @@ class RedTrainer:
     def total_steps(self) -> int:
         return sum(s.steps for s in self.config.stages())
 
-    def _resume(self) -> int:
-        """Restores the newest checkpoint of this run (or ``model.init_checkpoint`` in a new
-        run) and refits the rollout engine, which was built before; returns the step."""
-        latest = checkpoint.latest_checkpoint(self.run_dir / "checkpoints")
+    def _resume(self, latest: Path | None) -> int:
+        """Restores ``latest``, this run's newest checkpoint (or ``model.init_checkpoint``
+        in a new run) and refits the rollout engine, which was built before; returns the
+        step."""
         step = 0
         if latest is not None:
             meta = checkpoint.load_checkpoint(latest, self.parts.actor, self.parts.regulator)
