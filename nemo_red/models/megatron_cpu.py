@@ -11,6 +11,7 @@ that fixes or moves one of these places shows up as a test failure.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -123,6 +124,10 @@ def _patch_tensor_cuda() -> Undo:
     return _set_attr(torch.Tensor, "cuda", _tensor_stays)
 
 
+def _on_cpu(device: object) -> object:
+    return "cpu" if device == "cuda" else device
+
+
 class _TorchWithCpuDefault:
     """``torch`` as seen by one megatron module, with ``device="cuda"`` mapped to the CPU."""
 
@@ -131,13 +136,68 @@ class _TorchWithCpuDefault:
 
     @staticmethod
     def zeros(*args: object, device: object = None, **kwargs: object) -> torch.Tensor:
-        return torch.zeros(*args, device="cpu" if device == "cuda" else device, **kwargs)
+        return torch.zeros(*args, device=_on_cpu(device), **kwargs)
+
+    @staticmethod
+    def tensor(*args: object, device: object = None, **kwargs: object) -> torch.Tensor:
+        return torch.tensor(*args, device=_on_cpu(device), **kwargs)
+
+
+def _patch_module_torch(*modules: object) -> Undo:
+    undos = [_set_attr(module, "torch", _TorchWithCpuDefault()) for module in modules]
+    return lambda: [undo() for undo in reversed(undos)]
 
 
 def _patch_schedule_devices() -> Undo:
     from megatron.core.pipeline_parallel import schedules
 
-    return _set_attr(schedules, "torch", _TorchWithCpuDefault())
+    return _patch_module_torch(schedules)
+
+
+def _patch_optimizer_devices() -> Undo:
+    from megatron.core import utils
+    from megatron.core.optimizer import clip_grads, distrib_optimizer, grad_scaler, optimizer
+
+    return _patch_module_torch(optimizer, distrib_optimizer, grad_scaler, clip_grads, utils)
+
+
+_REAL_TENSOR_TYPE = torch.Tensor.type
+
+
+def _type_named_as_cuda(self: torch.Tensor, *args: object, **kwargs: object) -> object:
+    """``Tensor.type()`` naming a CPU tensor as its CUDA counterpart (no-argument form only)."""
+    if args or kwargs or self.device.type != "cpu":
+        return _REAL_TENSOR_TYPE(self, *args, **kwargs)
+    return str(_REAL_TENSOR_TYPE(self)).replace("torch.", "torch.cuda.", 1)
+
+
+def _reporting_cuda_types(function: Callable) -> Callable:
+    """``function`` with ``Tensor.type()`` naming CPU tensors as CUDA ones during the call."""
+
+    @functools.wraps(function)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        torch.Tensor.type = _type_named_as_cuda  # type: ignore[method-assign]
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch.Tensor.type = _REAL_TENSOR_TYPE  # type: ignore[method-assign]
+
+    return wrapper
+
+
+def _patch_optimizer_type_checks() -> Undo:
+    from megatron.core.optimizer import distrib_optimizer, optimizer
+
+    cls = distrib_optimizer.DistributedOptimizer
+    undos = [
+        _set_attr(cls, "__init__", _reporting_cuda_types(cls.__init__)),
+        _set_attr(
+            optimizer,
+            "clip_grad_by_total_norm_fp32",
+            _reporting_cuda_types(optimizer.clip_grad_by_total_norm_fp32),
+        ),
+    ]
+    return lambda: [undo() for undo in reversed(undos)]
 
 
 PATCHES: tuple[CpuPatch, ...] = (
@@ -166,6 +226,24 @@ PATCHES: tuple[CpuPatch, ...] = (
         'the forward-backward schedules count tokens in torch.zeros(..., device="cuda") '
         "(megatron/core/pipeline_parallel/schedules.py)",
         _patch_schedule_devices,
+    ),
+    CpuPatch(
+        "optimizer_devices",
+        "the mixed-precision / distributed optimizer and gradient clipping create flags and "
+        'norms with torch.tensor(..., device="cuda") (megatron/core/optimizer/optimizer.py '
+        "MixedPrecisionOptimizer.__init__, optimizer/grad_scaler.py, optimizer/clip_grads.py, "
+        "megatron/core/utils.py local_multi_tensor_l2_norm)",
+        _patch_optimizer_devices,
+    ),
+    CpuPatch(
+        "optimizer_type_checks",
+        "DistributedOptimizer sorts parameters by Tensor.type() in "
+        "('torch.cuda.FloatTensor', 'torch.cuda.BFloat16Tensor', ...) and raises TypeError "
+        "for CPU tensors (megatron/core/optimizer/distrib_optimizer.py "
+        "_build_model_and_main_param_groups); clip_grad_by_total_norm_fp32 asserts "
+        "grad.type() == 'torch.cuda.FloatTensor' (optimizer/clip_grads.py). Tensor.type() "
+        "reports CUDA names during those two calls only",
+        _patch_optimizer_type_checks,
     ),
 )
 

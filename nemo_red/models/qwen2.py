@@ -193,12 +193,14 @@ def build_gpt_model(
 
     Model-parallel state (``parallel_state.initialize_model_parallel``) must be initialised.
     Layers are the local spec unless Transformer Engine is available (or ``use_te``).
+    Every parameter is ``dtype``, norm weights included (megatron's local-spec norms are
+    created in fp32 otherwise; Megatron-LM's Float16Module casts them the same way).
     """
     from megatron.core.models.gpt import GPTModel
 
     config = transformer_config(shape, tp_size, pp_size, dtype)
     use_te = transformer_engine_available() if use_te is None else use_te
-    return GPTModel(
+    model = GPTModel(
         config=config,
         transformer_layer_spec=_layer_spec(use_te),
         vocab_size=padded_vocab_size(shape.vocab_size, tp_size),
@@ -209,3 +211,6 @@ def build_gpt_model(
         position_embedding_type="rope",
         rotary_base=int(shape.rope_theta),
     )
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
+    return model

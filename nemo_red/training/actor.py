@@ -6,11 +6,13 @@ megatron's ``get_forward_backward_func`` (so pipeline schedules such as 1F1B wor
 
 Each step's sequences are packed into padding-free micro-batches of at most
 ``token_budget`` tokens (see ``packing.py``) and dealt to data-parallel ranks. Losses use
-the step's global normalisers, so the gradient does not depend on this split; gradients are
-summed over data-parallel ranks (``optim.py``) and AdamW steps on every rank's shard.
-Departures from a stock megatron trainer, and why: plain collectives instead of megatron's
-DistributedDataParallel / DistributedOptimizer, because those need CUDA buffers and this
-actor must run identically on CPU.
+the step's global normalisers, so the gradient does not depend on this split. The model
+runs wrapped in megatron's ``DistributedDataParallel`` and steps with its
+``DistributedOptimizer`` (fp32 main weights sharded over data-parallel ranks, see
+``optim.py``); ``finalize_model_grads`` sums gradients over data-parallel ranks and the tied
+embedding's over the first and last pipeline stages. Departure from a stock megatron
+trainer: gradients are summed, not averaged, over ranks, because the losses already divide
+by step-wide counts.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from nemo_red.algorithms.token_stats import (
     vocab_parallel_token_logprobs_and_entropy,
 )
 from nemo_red.models.qwen2 import Qwen2Shape
-from nemo_red.training.optim import OptimConfig, all_reduce_gradients, global_grad_norm
+from nemo_red.training.optim import (
+    OptimConfig,
+    build_optimizer,
+    load_optimizer_state,
+    optimizer_state,
+    set_step_hyperparameters,
+)
 from nemo_red.training.packing import PackedMicroBatch, SequenceBatch, pack_step
 
 
@@ -49,7 +57,8 @@ class MegatronActor:
     """One pipeline stage of the policy on this rank, with its optimizer.
 
     Args:
-        model: this rank's megatron ``GPTModel`` (stage and TP shard).
+        model: this rank's megatron ``GPTModel`` (stage and TP shard). The actor wraps it
+            for data parallelism; ``actor.model`` stays the bare model (weights, export).
         shape: the architecture (for the true vocabulary size).
         optim: optimizer and schedule settings.
         token_budget: max tokens per packed micro-batch.
@@ -64,18 +73,12 @@ class MegatronActor:
         self.shape = shape
         self.optim_config = optim
         self.token_budget = token_budget
-        self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad],
-            lr=optim.lr_at(0),
-            betas=optim.betas,
-            eps=optim.eps,
-            weight_decay=optim.weight_decay,
-        )
         self.steps_done = 0
         self._ps = ps
         model.config.calculate_per_token_loss = True  # our losses divide by global counts
         model.config.batch_p2p_sync = False
         model.config.variable_seq_lengths = False
+        self.ddp_model, self.optimizer = build_optimizer(model, optim)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -126,7 +129,7 @@ class MegatronActor:
         return get_forward_backward_func()(
             forward_step_func=forward_step,
             data_iterator=iter(micro),
-            model=[self.model],
+            model=[self.ddp_model],
             num_microbatches=len(micro),
             seq_length=micro[0].input_ids.shape[1],
             micro_batch_size=1,
@@ -209,7 +212,8 @@ class MegatronActor:
             loss, metrics = compute_loss(spec, loss_batch, norm, ctx)
             return loss, torch.tensor(mb.real_tokens, dtype=torch.int), metrics
 
-        self.optimizer.zero_grad(set_to_none=True)
+        self.ddp_model.zero_grad_buffer()
+        self.optimizer.zero_grad()
         outputs = self._run(micro, loss_func, forward_only=False)
         metrics = self._reduce_metrics(outputs if self.is_last_stage else [])
         return {**metrics, **self._optimizer_step()}
@@ -224,66 +228,40 @@ class MegatronActor:
         )
         return self._share_from_last_stage(merged)
 
-    def _counted_in_norm(self, name: str, param: torch.nn.Parameter) -> bool:
-        ps = self._ps
-        if ps.get_tensor_model_parallel_rank() > 0 and not getattr(
-            param, "tensor_model_parallel", False
-        ):
-            return False  # replicated across TP ranks: count once
-        tied_copy = (
-            self.shape.tie_word_embeddings
-            and name.startswith("output_layer")
-            and not ps.is_pipeline_first_stage()
-        )
-        return not tied_copy
-
     def _optimizer_step(self) -> dict[str, float]:
-        ps = self._ps
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        all_reduce_gradients(params, ps.get_data_parallel_group())
-        tied_across_stages = (
-            self.shape.tie_word_embeddings and ps.get_pipeline_model_parallel_world_size() > 1
-        )
-        if tied_across_stages and (ps.is_pipeline_first_stage() or ps.is_pipeline_last_stage()):
-            weight = self.model.shared_embedding_or_output_weight()
-            dist.all_reduce(weight.grad, group=ps.get_embedding_group())
-        grad_norm = float(
-            global_grad_norm(
-                self.model.named_parameters(), self._counted_in_norm, ps.get_model_parallel_group()
-            )
-        )
+        from megatron.core.distributed import finalize_model_grads
+
+        finalize_model_grads([self.ddp_model])  # DP sum, tied-embedding sum across stages
         lr = self.optim_config.lr_at(self.steps_done)
-        if not math.isfinite(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            return {"grad_norm": grad_norm, "lr": lr, "skipped": 1.0}
-        clip = self.optim_config.clip_grad
-        if clip > 0 and grad_norm > clip:
-            for p in params:
-                p.grad.mul_(clip / (grad_norm + 1e-6))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
+        set_step_hyperparameters(self.optimizer, lr, self.optim_config.weight_decay)
+        ok, grad_norm, _ = self.optimizer.step()
+        if not ok:  # inf/NaN in some gradient, on any rank: no update
+            return {"grad_norm": math.nan, "lr": lr, "skipped": 1.0}
         self.steps_done += 1
-        return {"grad_norm": grad_norm, "lr": lr, "skipped": 0.0}
+        return {"grad_norm": float(grad_norm), "lr": lr, "skipped": 0.0}
 
     def state_dict(self) -> dict[str, Any]:
-        """Model shard, optimizer and step counter of this rank."""
+        """Model shard and step counter of this rank (the same on every data-parallel rank)."""
         return {
             "model": {
                 k: v for k, v in self.model.state_dict().items() if not k.endswith("_extra_state")
             },
-            "optimizer": self.optimizer.state_dict(),
             "steps_done": self.steps_done,
         }
+
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        """This rank's shard of the optimizer state (fp32 main weights, Adam moments)."""
+        return optimizer_state(self.optimizer, self.model)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores :meth:`state_dict`."""
         self.model.load_state_dict(state["model"], strict=False)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.steps_done = int(state["steps_done"])
+        self.optimizer.reload_model_params()  # main weights follow (the optimizer state may
+        self.steps_done = int(state["steps_done"])  # then restore the exact fp32 ones)
+
+    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`optimizer_state_dict` (after :meth:`load_state_dict`)."""
+        load_optimizer_state(self.optimizer, self.model, state)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

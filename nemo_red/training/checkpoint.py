@@ -5,7 +5,9 @@ Layout under a run's checkpoint root::
     latest                      the name of the newest complete checkpoint (replaced atomically)
     step_000012/
       meta.json                 step, layout, regulator state, data position, extra state
-      model_tp00_pp000.pt       model shard + optimizer of that (TP rank, PP stage)
+      model_tp00_pp000.pt       model shard + step counter of that (TP rank, PP stage)
+      optim_rank00000.pt        optimizer shard of every global rank (fp32 main weights and
+                                Adam moments of its data-parallel slice)
       rng_rank00000.pt          RNG states of every global rank
 
 A checkpoint is written into ``step_N.tmp`` and renamed only after every rank has finished
@@ -85,6 +87,7 @@ def save_checkpoint(
     dist.barrier()
     if ps.get_data_parallel_rank() == 0:
         torch.save(actor.state_dict(), tmp / _model_shard_name())
+    torch.save(actor.optimizer_state_dict(), tmp / _optimizer_shard_name())
     torch.save(_rng_state(), tmp / f"rng_rank{rank:05d}.pt")
     dist.barrier()
     if rank == 0:
@@ -137,6 +140,7 @@ def load_checkpoint(
     path = Path(path)
     meta = _read_meta(path)
     actor.load_state_dict(torch.load(path / _model_shard_name(), weights_only=False))
+    actor.load_optimizer_state_dict(torch.load(path / _optimizer_shard_name(), weights_only=False))
     _set_rng_state(torch.load(path / f"rng_rank{dist.get_rank():05d}.pt", weights_only=False))
     if regulator is not None and meta["regulator"] is not None:
         regulator.load_state_dict(meta["regulator"])
@@ -177,6 +181,7 @@ def load_initial_state(path: Path, actor: MegatronActor) -> Path:
         {k: v for k, v in group.items() if k != "params"} for group in actor.optimizer.param_groups
     ]
     actor.load_state_dict({**state, "steps_done": 0})
+    actor.load_optimizer_state_dict(torch.load(path / _optimizer_shard_name(), weights_only=False))
     for group, own in zip(actor.optimizer.param_groups, hyper, strict=True):
         group.update(own)
     return path
@@ -188,6 +193,11 @@ def _model_shard_name() -> str:
 
     tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     return f"model_tp{tp:02d}_pp{pp:03d}.pt"
+
+
+def _optimizer_shard_name() -> str:
+    """The file of this rank's optimizer shard: one per global rank."""
+    return f"optim_rank{dist.get_rank():05d}.pt"
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -1,19 +1,32 @@
-"""Learning-rate schedules, gradient synchronisation and clipping for the actor.
+"""The actor's optimizer: megatron-core's DistributedOptimizer and its LR schedule.
 
-Gradients are synchronised with plain collectives so the same code runs on CPU (gloo) and
-GPU: a SUM over data-parallel ranks (the loss already divides by step-wide counts, so a mean
-would be wrong), plus the first/last-stage SUM of a tied embedding under pipeline
-parallelism. The global grad norm counts tensor-parallel-replicated parameters once.
+The model is wrapped in megatron's ``DistributedDataParallel`` (gradients accumulate in
+contiguous fp32 buffers) and stepped by its ``DistributedOptimizer``: AdamW on fp32 main
+parameters, sharded over the data-parallel ranks (ZeRO-1), with bf16 model weights copied
+from them after each step. So a bf16 run keeps every small update (at the paper's lr 2e-6 an
+update is ~1/100 of a bf16 weight's rounding step and would vanish if AdamW stepped the bf16
+weights directly). The same code runs on CPU through the patches in
+``nemo_red.models.megatron_cpu``.
+
+Gradients are SUMMED over data-parallel ranks: the losses already divide by the step's
+global token / sequence counts, so megatron's averaging over ranks (and its per-token
+rescaling) must stay off; ``calculate_per_token_loss`` on the model config does both. The
+grad norm counts tensor-parallel replicas and the tied output layer once (megatron's
+``get_grad_norm``). A constant loss scale of 1 makes the optimizer check gradients for
+inf/NaN on every rank and skip such a step as one.
+
+The learning rate and weight decay of each step are set on the param groups, honouring
+megatron's per-group ``lr_mult`` / ``wd_mult`` (biases and norm weights get no weight decay,
+as in Megatron-LM).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.distributed as dist
 
 SCHEDULES = ("constant", "linear", "cosine")
 
@@ -62,41 +75,95 @@ class OptimConfig:
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def all_reduce_gradients(params: Iterable[torch.nn.Parameter], group: dist.ProcessGroup) -> None:
-    """Sums the gradients of ``params`` over ``group`` (one flat buffer per dtype)."""
-    if dist.get_world_size(group) == 1:
-        return
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for p in params:
-        if p.grad is not None:
-            by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
-    for grads in by_dtype.values():
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, group=group)
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> tuple[Any, Any]:
+    """Wraps ``model`` for data parallelism and builds megatron's distributed optimizer.
 
+    ``model.config.calculate_per_token_loss`` must be set first (it turns off megatron's
+    averaging of gradients over data-parallel ranks).
 
-def global_grad_norm(
-    params: Iterable[tuple[str, torch.nn.Parameter]],
-    counted: Callable[[str, torch.nn.Parameter], bool],
-    group: dist.ProcessGroup | None,
-) -> torch.Tensor:
-    """L2 norm of all gradients of the model, each parameter counted once.
-
-    Args:
-        params: named parameters of this rank's model shard.
-        counted: ``counted(name, param) -> bool``, False for copies held elsewhere too.
-        group: the model-parallel group to sum squares over (None: this rank only).
+    Returns:
+        ``(ddp_model, optimizer)``: the wrapped model to run forward/backward through, and
+        megatron's optimizer (``step() -> (ok, grad_norm, zeros)``).
     """
-    total = torch.zeros((), dtype=torch.float64)
-    for name, p in params:
-        if p.grad is not None and counted(name, p):
-            total += p.grad.detach().double().pow(2).sum().cpu()
-    if group is not None and dist.get_world_size(group) > 1:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        total = total.to(device)
-        dist.all_reduce(total, group=group)
-    return total.sqrt().cpu()
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+    config = model.config
+    if not config.calculate_per_token_loss:
+        raise ValueError("set model.config.calculate_per_token_loss before build_optimizer")
+    ddp = DistributedDataParallel(
+        config,
+        DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True),
+        model,
+    )
+    optimizer = get_megatron_optimizer(
+        OptimizerConfig(
+            optimizer="adam",
+            lr=optim.lr_at(0),
+            min_lr=optim.min_lr,
+            weight_decay=optim.weight_decay,
+            adam_beta1=optim.betas[0],
+            adam_beta2=optim.betas[1],
+            adam_eps=optim.eps,
+            clip_grad=optim.clip_grad,
+            bf16=config.bf16,
+            params_dtype=config.params_dtype,
+            loss_scale=1.0,
+            use_distributed_optimizer=True,
+        ),
+        [ddp],
+    )
+    return ddp, optimizer
+
+
+def set_step_hyperparameters(optimizer: Any, lr: float, weight_decay: float) -> None:
+    """Sets this step's learning rate and weight decay on every param group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
+        group["weight_decay"] = weight_decay * group.get("wd_mult", 1.0)
+
+
+def optimizer_state(optimizer: Any, model: torch.nn.Module) -> dict[str, Any]:
+    """This rank's optimizer state: megatron's common state plus, per named parameter of
+    ``model`` that has a shard here, the fp32 main shard and its Adam moments."""
+    inner = _distributed_optimizer(optimizer)
+    shards = {}
+    for name, param in model.named_parameters():
+        if param in inner.model_param_group_index_map:
+            tensors = inner._get_main_param_and_optimizer_states(param)
+            shards[name] = {k: v.detach().clone() for k, v in tensors.items()}
+    return {"common": optimizer.state_dict(), "shards": shards}
+
+
+@torch.no_grad()
+def load_optimizer_state(optimizer: Any, model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """Restores :func:`optimizer_state` (same layout; model weights loaded separately)."""
+    inner = _distributed_optimizer(optimizer)
+    optimizer.load_state_dict(state["common"])
+    owned = {
+        name: param
+        for name, param in model.named_parameters()
+        if param in inner.model_param_group_index_map
+    }
+    if set(owned) != set(state["shards"]):
+        raise ValueError(
+            "optimizer state does not match this rank's parameter shards: missing "
+            f"{sorted(set(owned) - set(state['shards']))[:5]}, unexpected "
+            f"{sorted(set(state['shards']) - set(owned))[:5]}"
+        )
+    for name, param in owned.items():
+        inner._set_main_param_and_optimizer_states(param, state["shards"][name])
+    # megatron's load_state_dict gives every parameter the same Adam ``step`` tensor; torch's
+    # AdamW increments each parameter's in place, so a shared one would advance once per
+    # parameter per step and break the bias correction.
+    for param_state in inner.optimizer.state.values():
+        if torch.is_tensor(param_state.get("step")):
+            param_state["step"] = param_state["step"].clone()
+
+
+def _distributed_optimizer(optimizer: Any) -> Any:
+    """The one DistributedOptimizer inside megatron's (possibly chained) optimizer."""
+    inner = getattr(optimizer, "chained_optimizers", [optimizer])
+    if len(inner) != 1 or not hasattr(inner[0], "model_param_group_index_map"):
+        raise TypeError(f"expected one megatron DistributedOptimizer, got {type(optimizer)}")
+    return inner[0]

@@ -3,7 +3,9 @@
 For every patch: with all the others applied, the megatron scenario it exists for must fail;
 with all patches applied it must run. The scenario seeds megatron's model-parallel RNG,
 builds a tied-embedding Qwen2 model with PP = 2 (the first-stage / last-stage embedding
-all-reduce) and runs one forward-backward step through megatron's pipeline schedule.
+all-reduce), wraps it in megatron's DistributedDataParallel with its DistributedOptimizer,
+runs one forward-backward step through megatron's pipeline schedule and takes a clipped
+optimizer step.
 """
 
 import argparse
@@ -15,12 +17,14 @@ import torch.distributed as dist
 
 
 def scenario() -> None:
-    """Build a tied-embedding model with PP = 2 and run one 1F1B forward-backward step."""
+    """Build a tied-embedding model with PP = 2, run one 1F1B step and an optimizer step."""
     from megatron.core import parallel_state as ps
     from megatron.core import tensor_parallel
+    from megatron.core.distributed import finalize_model_grads
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.training.optim import OptimConfig, build_optimizer
 
     ps.initialize_model_parallel(1, 2)
     try:
@@ -30,6 +34,7 @@ def scenario() -> None:
         model = build_gpt_model(shape, 1, 2, pre_process=first, post_process=last)
         model.config.batch_p2p_sync = False
         model.config.calculate_per_token_loss = True
+        ddp, optimizer = build_optimizer(model, OptimConfig(lr=1e-3, clip_grad=1e-3))
         causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)[None, None]
 
         def forward_step(data_iterator, model):
@@ -40,11 +45,15 @@ def scenario() -> None:
         get_forward_backward_func()(
             forward_step_func=forward_step,
             data_iterator=iter([torch.randint(0, 64, (1, 5))]),
-            model=[model],
+            model=[ddp],
             num_microbatches=1,
             seq_length=5,
             micro_batch_size=1,
         )
+        finalize_model_grads([ddp])
+        ok, grad_norm, _ = optimizer.step()
+        assert ok, "the optimizer step was skipped"
+        assert grad_norm > 1e-3, grad_norm  # so the gradients are clipped
     finally:
         ps.destroy_model_parallel()
 

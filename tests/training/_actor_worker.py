@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=0)
     parser.add_argument("--stop-after", type=int, default=0, help="exit after N steps (0: all)")
     parser.add_argument("--kill-during-save-at", type=int, default=0, help="SIGKILL mid-save")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--lr", type=float, default=1e-3, help="constant when not 1e-3")
+    parser.add_argument("--nan-step", type=int, default=-1, help="a NaN advantage at step N")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -84,11 +87,17 @@ def main() -> None:
     shape = Qwen2Shape.from_hf_config(config.to_dict())
     tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
-    model = build_gpt_model(shape, args.tp, args.pp, pre_process=first, post_process=last)
-    model.load_state_dict(
-        hf_to_megatron(hf.state_dict(), shape, args.tp, tp_rank, args.pp, pp_rank)
+    dtype = getattr(torch, args.dtype)
+    model = build_gpt_model(
+        shape, args.tp, args.pp, pre_process=first, post_process=last, dtype=dtype
     )
-    optim = OptimConfig(lr=1e-3, clip_grad=1.0, schedule="linear", total_steps=10, min_lr=1e-4)
+    state = hf_to_megatron(hf.state_dict(), shape, args.tp, tp_rank, args.pp, pp_rank)
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()})
+    initial = {k: v.detach().clone() for k, v in model.named_parameters()}
+    if args.lr == 1e-3:
+        optim = OptimConfig(lr=1e-3, clip_grad=1.0, schedule="linear", total_steps=10, min_lr=1e-4)
+    else:
+        optim = OptimConfig(lr=args.lr, clip_grad=1.0)
     actor = MegatronActor(model, shape, optim, token_budget=args.token_budget)
     regulator = EntropyRegulator(window=1, clip_low=0.0, clip_high=7.0)
     spec = get_preset(args.preset)
@@ -102,6 +111,8 @@ def main() -> None:
         if args.stop_after and step - start == args.stop_after:
             break
         batch = make_batch(61, seed=step)
+        if step == args.nan_step:  # row 0 lands on one data-parallel rank only
+            batch.advantages[0] = float("nan")
         stats = actor.compute_logprobs_and_entropy(batch)
         batch = batch.with_fields(old_logprobs=stats.logprobs)
         w = regulator.update(stats.h_rl, stats.h_sft).weight
@@ -115,6 +126,12 @@ def main() -> None:
     params = full_hf_state_dict(actor)
     if dist.get_rank() == 0:
         result = {"history": history, "params": params, "regulator": regulator.state_dict()}
+        if dist.get_world_size() == 1:  # this rank holds every shard: compare main weights
+            result["initial"] = initial
+            result["model"] = {k: v.detach().clone() for k, v in model.named_parameters()}
+            result["main"] = {
+                k: v["param"] for k, v in actor.optimizer_state_dict()["shards"].items()
+            }
         torch.save(result, args.out)
     shutdown_distributed()
 

@@ -5,6 +5,7 @@ clipping, entropy regulator with w in [0, 7]); losses, metrics and every paramet
 to the HF layout) are compared. Then resuming from a checkpoint equals training straight.
 """
 
+import math
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,36 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
     straight = _train(tmp_path, "straight", 1, "--steps", "4")
     assert resumed["history"] == straight["history"]
     assert not (ckpt / "step_000004.tmp").exists()  # the next save cleans up the partial one
+
+
+def test_bf16_weights_keep_small_updates_in_fp32_main_weights(tmp_path):
+    # At lr 1e-5 an Adam update is far below half a bf16 rounding step of most weights
+    # (|w| ~ 0.05 -> 1.2e-4): stepping the bf16 weights directly would drop it. The
+    # optimizer's fp32 main weights keep it, and the bf16 weights are their rounding.
+    lr, steps = 1e-5, 3
+    run = _train(tmp_path, "bf16", 1, "--dtype", "bfloat16", "--lr", str(lr), "--steps", "3")
+    assert all(h["skipped"] == 0 for h in run["history"])
+    main_moved = bf16_moved = total = 0
+    for name, main in run["main"].items():
+        model, initial = run["model"][name], run["initial"][name]
+        assert main.dtype == torch.float32, name
+        assert model.dtype == torch.bfloat16, name
+        torch.testing.assert_close(model, main.view_as(model).to(torch.bfloat16), rtol=0, atol=0)
+        delta = (main.view_as(model) - initial.float()).abs()
+        assert float(delta.max()) <= 4 * steps * lr, name  # Adam steps are ~lr each
+        main_moved += int((delta > 0).sum())
+        bf16_moved += int((model != initial).sum())
+        total += model.numel()
+    assert main_moved > 0.9 * total  # nearly every weight moved in fp32 ...
+    assert bf16_moved < 0.5 * main_moved  # ... most of those moves are below bf16's step
+
+
+def test_non_finite_gradient_on_one_rank_skips_the_step_everywhere(tmp_path):
+    # Under DP = 2 the NaN reaches one rank's gradients; every rank must skip the update,
+    # so two steps with a skipped second equal one step.
+    one = _train(tmp_path, "one", 2, "--steps", "1")
+    run = _train(tmp_path, "nan", 2, "--steps", "2", "--nan-step", "1")
+    assert [h["skipped"] for h in run["history"]] == [0.0, 1.0]
+    assert math.isnan(run["history"][1]["grad_norm"])
+    for key, value in one["params"].items():
+        torch.testing.assert_close(run["params"][key], value, rtol=0, atol=0, msg=key)

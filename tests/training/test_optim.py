@@ -1,4 +1,4 @@
-"""Learning-rate schedules by hand, and their validation."""
+"""Learning-rate schedules by hand, their validation, and per-step optimizer settings."""
 
 import math
 
@@ -38,3 +38,27 @@ def test_cosine_decay():
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         OptimConfig(**kwargs)
+
+
+def test_step_hyperparameters_honour_megatron_group_multipliers():
+    from types import SimpleNamespace
+
+    from nemo_red.training.optim import set_step_hyperparameters
+
+    groups = [{"lr_mult": 1.0, "wd_mult": 1.0}, {"lr_mult": 0.5, "wd_mult": 0.0}, {}]
+    set_step_hyperparameters(SimpleNamespace(param_groups=groups), lr=2e-6, weight_decay=0.1)
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [
+        (2e-6, 0.1),
+        (1e-6, 0.0),  # biases and norm weights: wd_mult 0
+        (2e-6, 0.1),
+    ]
+
+
+def test_build_optimizer_needs_per_token_loss_first():
+    from types import SimpleNamespace
+
+    from nemo_red.training.optim import build_optimizer
+
+    model = SimpleNamespace(config=SimpleNamespace(calculate_per_token_loss=False))
+    with pytest.raises(ValueError, match="calculate_per_token_loss"):
+        build_optimizer(model, OptimConfig())
