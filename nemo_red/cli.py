@@ -196,13 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_known_warnings() -> None:
-    """Hides megatron's import-time notices about optional CUDA extensions on CPU hosts."""
+    """Hides megatron's notices that say nothing to a user: optional CUDA extensions absent on
+    CPU hosts, its optimizer probing ``.grad`` of its own shard views, and its use of the
+    collectives torch renamed (``reduce_scatter_tensor``, ``all_gather_into_tensor``)."""
     for message in (
         r"Apex is not installed",
         r"Transformer Engine and Apex are not installed",
         r"full scope is deprecated",
+        r"The \.grad attribute of a Tensor that is not a leaf Tensor",
     ):
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    for message in (r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)`",):
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
