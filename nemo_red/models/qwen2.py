@@ -168,7 +168,11 @@ def _layer_spec(use_te: bool) -> Any:
         return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=False)
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
-    return get_gpt_layer_local_spec(qk_layernorm=False, normalization="RMSNorm")
+    from nemo_red.models.sdpa_attention import SDPADotProductAttention
+
+    spec = get_gpt_layer_local_spec(qk_layernorm=False, normalization="RMSNorm")
+    spec.submodules.self_attention.submodules.core_attention = SDPADotProductAttention
+    return spec
 
 
 def transformer_engine_available() -> bool:

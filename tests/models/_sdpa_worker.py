@@ -1,0 +1,94 @@
+"""torchrun worker: SDPA core attention against megatron's DotProductAttention.
+
+For query/KV head ratios 1 and 6 and the masks the actor and the samplers pass (plain causal,
+packed block-diagonal causal with padding tokens in their own segments, no mask with the
+causal mask type, a decoding query against a cache), it compares outputs and the gradients
+of q, k and v in fp32, writing the largest differences as JSON. A negative control shows the
+comparison catches a wrong mask (non-causal).
+"""
+
+import argparse
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+
+
+def _packed_mask(lengths: list[int]) -> torch.Tensor:
+    segment = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])
+    s = len(segment)
+    causal = torch.ones(s, s, dtype=torch.bool).tril()
+    return ~((segment[:, None] == segment[None, :]) & causal)[None, None]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    from megatron.core import parallel_state as ps
+    from megatron.core import tensor_parallel
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+    from megatron.core.transformer.enums import AttnMaskType
+
+    from nemo_red.models.megatron_cpu import apply_cpu_patches
+    from nemo_red.models.qwen2 import Qwen2Shape, transformer_config
+    from nemo_red.models.sdpa_attention import SDPADotProductAttention
+
+    dist.init_process_group("gloo")
+    apply_cpu_patches()
+    ps.initialize_model_parallel(1, 1)
+    tensor_parallel.model_parallel_cuda_manual_seed(0)
+    torch.manual_seed(0)
+    s, hn = 12, 16
+    masks = {
+        "causal": torch.ones(s, s, dtype=torch.bool).triu(1)[None, None],
+        "packed": _packed_mask([5, 4, 1, 1, 1]),  # two sequences, then 3 padding tokens
+        "none_causal_type": None,
+    }
+    report = {}
+    for heads, groups in ((4, 4), (12, 2)):
+        shape = Qwen2Shape(64, heads * hn, 64, 1, heads, groups, 1e-6, 1e4, 64, False)
+        config = transformer_config(shape)
+        kwargs = {
+            "layer_number": 1,
+            "attn_mask_type": AttnMaskType.causal,
+            "attention_type": "self",
+        }
+        reference = DotProductAttention(config, **kwargs)
+        sdpa = SDPADotProductAttention(config, **kwargs)
+        for name, mask in masks.items():
+            for sq in (s, 1):
+                if sq == 1 and mask is not None:
+                    mask = mask[..., -1:, :]  # decoding: the last query against all keys
+                q = torch.randn(sq, 2, heads, hn, requires_grad=True)
+                k = torch.randn(s, 2, groups, hn, requires_grad=True)
+                v = torch.randn(s, 2, groups, hn, requires_grad=True)
+                # megatron builds its default causal mask for None on CUDA only: pass it here
+                explicit = masks["causal"] if mask is None and sq > 1 else mask
+                outputs = []
+                for module, given in ((reference, explicit), (sdpa, mask)):
+                    out = module(q, k, v, given)
+                    grads = torch.autograd.grad(
+                        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), (q, k, v)
+                    )
+                    outputs.append((out.detach(), grads))
+                (ref_out, ref_grads), (out, grads) = outputs
+                key = f"h{heads}_g{groups}_{name}_sq{sq}"
+                report[key] = max(
+                    float((out - ref_out).abs().max()),
+                    *(float((g - rg).abs().max()) for g, rg in zip(grads, ref_grads, strict=True)),
+                )
+        q, k, v = (torch.randn(s, 1, n, hn) for n in (heads, groups, groups))
+        wrong = sdpa(q, k, v, torch.zeros(1, 1, s, s, dtype=torch.bool))  # attends to the future
+        report[f"h{heads}_g{groups}_control_no_causality"] = float(
+            (wrong - reference(q, k, v, masks["causal"])).abs().max()
+        )
+    ps.destroy_model_parallel()
+    with open(args.out, "w") as handle:
+        json.dump(report, handle)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
