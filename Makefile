@@ -55,5 +55,6 @@ bench: setup
 	$(BIN)/python benchmarks/grader.py
 	$(BIN)/python benchmarks/eval_grading.py
 	$(BIN)/python benchmarks/actor.py
+	$(BIN)/python benchmarks/attention.py
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/train_step.py
