@@ -5,9 +5,12 @@ Transformer Engine is absent) materialises the ``[b, heads, s, s]`` scores, soft
 probabilities in separate kernels. :class:`SDPADotProductAttention` keeps its constructor and
 its ``forward`` contract (``[s, b, heads, head_dim]`` in, ``[s, b, heads * head_dim]`` out,
 ``attention_mask`` True = masked) and hands the work to ``F.scaled_dot_product_attention``:
-a plain causal mask goes as ``is_causal=True`` (the flash kernel on a GPU), any other mask
-(packed micro-batches are block-diagonal causal) as a boolean mask (the memory-efficient
-kernel on a GPU, fused math on CPU). Grouped-query heads are repeated as megatron does.
+a block-diagonal causal mask (the actor's packed micro-batches; a plain causal mask is one
+block) is cut into its sequences, each attended with ``is_causal=True`` (the flash kernel on
+a GPU), so a packed row costs the sum of its sequences' squared lengths rather than the
+row's; runs of one-token segments (the packing's padding) attend only to themselves, so
+their outputs are their values. Any other mask (the samplers' decoding steps) goes to SDPA
+as a boolean mask. Grouped-query heads are repeated as megatron does.
 
 Semantics that differ from megatron's, and why they do not matter here: a query row whose
 every key is masked gets megatron's uniform attention over all keys there and plain
@@ -18,7 +21,7 @@ scaling, sliding windows and packed-sequence params fall back to megatron's own 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from megatron.core.transformer.dot_product_attention import DotProductAttention
@@ -58,26 +61,69 @@ class SDPADotProductAttention(DotProductAttention):
             value = value.repeat_interleave(groups, dim=2)
         sq, b = query.shape[0], query.shape[1]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, np, s, hn]
-        allowed, causal = _sdpa_mask(attention_mask, sq, k.shape[2])
+        segments = _causal_segments(attention_mask, sq, k.shape[2])
         if attention_mask is None and self.attn_mask_type == AttnMaskType.causal and sq > 1:
-            causal = True  # megatron builds the default causal mask in this case
-        context = functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, is_causal=causal, scale=self.softmax_scale
-        )
+            segments = [Segment(0, sq, False)]  # megatron builds a causal mask for this
+        if segments is not None:
+            context = torch.cat([self._causal(q, k, v, segment) for segment in segments], dim=2)
+        else:
+            context = functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=_may_attend(attention_mask), scale=self.softmax_scale
+            )
         return context.permute(2, 0, 1, 3).reshape(sq, b, -1)
 
+    def _causal(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment: Segment
+    ) -> torch.Tensor:
+        """Causal attention within one segment ``[b, np, end - start, hn]``."""
+        start, end = segment.start, segment.end
+        if segment.self_only:
+            return v[:, :, start:end]  # softmax over a single key is 1
+        return functional.scaled_dot_product_attention(
+            q[:, :, start:end],
+            k[:, :, start:end],
+            v[:, :, start:end],
+            is_causal=True,
+            scale=self.softmax_scale,
+        )
 
-def _sdpa_mask(mask: torch.Tensor | None, sq: int, sk: int) -> tuple[torch.Tensor | None, bool]:
-    """megatron's mask (True = masked, ``[b or 1, 1, sq, sk]``) as SDPA's arguments.
 
-    Returns ``(None, True)`` for a plain causal mask, ``(None, False)`` for none, else the
-    boolean "may attend" mask with fully masked rows opened (see the module docstring).
-    """
+class Segment(NamedTuple):
+    """Tokens ``start:end`` of a row: one causal sequence, or (``self_only``) a run of
+    one-token segments that each attend only to themselves."""
+
+    start: int
+    end: int
+    self_only: bool
+
+
+def _causal_segments(mask: torch.Tensor | None, sq: int, sk: int) -> list[Segment] | None:
+    """The segments of a block-diagonal causal mask (True = masked, ``[1, 1, s, s]``), in
+    order, consecutive one-token segments merged; ``None`` when ``mask`` is not one."""
+    if mask is None or sq != sk or mask.shape[0] != 1 or mask.shape[1] != 1:
+        return None
+    allowed = ~mask[0, 0]
+    index = torch.arange(sq, device=mask.device)
+    first = allowed.int().argmax(dim=-1)  # each row's first visible key: its segment's start
+    block = (index[None, :] >= first[:, None]) & (index[None, :] <= index[:, None])
+    previous = torch.cat([first[:1], first[:-1]])
+    if not (torch.equal(allowed, block) and bool(((first == index) | (first == previous)).all())):
+        return None
+    starts = (first == index).nonzero().flatten().tolist()
+    segments: list[Segment] = []
+    for start, end in zip(starts, [*starts[1:], sq], strict=True):
+        if end - start > 1:
+            segments.append(Segment(start, end, False))
+        elif segments and segments[-1].self_only:
+            segments[-1] = segments[-1]._replace(end=end)
+        else:
+            segments.append(Segment(start, end, True))
+    return segments
+
+
+def _may_attend(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """SDPA's boolean "may attend" mask from megatron's, fully masked rows opened."""
     if mask is None:
-        return None, False
-    if sq == sk and mask.shape[0] == 1:
-        causal = torch.ones(sq, sk, dtype=torch.bool, device=mask.device).triu_(1)
-        if torch.equal(mask[0, 0], causal):
-            return None, True
+        return None
     allowed = ~mask
-    return allowed | ~allowed.any(dim=-1, keepdim=True), False
+    return allowed | ~allowed.any(dim=-1, keepdim=True)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.torchrun import run_torchrun
 
@@ -21,3 +22,39 @@ def test_sdpa_matches_megatron_attention_and_the_control_fails(tmp_path):
         assert diff < 1e-5, case
     for case, diff in controls.items():
         assert diff > 0.1, case  # a wrong mask is caught
+
+
+def _mask(allowed_rows: list[list[int]]) -> torch.Tensor:
+    """megatron's mask (True = masked) from the visible keys of each query row."""
+    s = len(allowed_rows)
+    mask = torch.ones(1, 1, s, s, dtype=torch.bool)
+    for row, keys in enumerate(allowed_rows):
+        mask[0, 0, row, keys] = False
+    return mask
+
+
+def test_segments_of_a_packed_row_by_hand():
+    from nemo_red.models.sdpa_attention import Segment, _causal_segments
+
+    # sequences of 3 and 2 tokens, then 3 padding tokens each attending only to itself
+    rows = [[0], [0, 1], [0, 1, 2], [3], [3, 4], [5], [6], [7]]
+    assert _causal_segments(_mask(rows), 8, 8) == [
+        Segment(0, 3, False),
+        Segment(3, 5, False),
+        Segment(5, 8, True),
+    ]
+    assert _causal_segments(_mask([[0], [0, 1], [0, 1, 2]]), 3, 3) == [Segment(0, 3, False)]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[0], [0, 1], [1, 2]],  # a sliding window: row 2 starts where row 1 does not
+        [[0], [], [1, 2]],  # a fully masked row
+        [[0], [0, 1], [0, 1, 2, 3], [0, 1, 2, 3]],  # not causal: row 2 sees the future
+    ],
+)
+def test_masks_that_are_not_block_diagonal_causal_keep_the_mask(rows):
+    from nemo_red.models.sdpa_attention import _causal_segments
+
+    assert _causal_segments(_mask(rows), len(rows), len(rows)) is None
