@@ -1,10 +1,10 @@
 """Qwen2 / Qwen2.5 architecture: the HF config, and a megatron-core GPTModel built from it.
 
-The megatron model uses the local layer spec (no Transformer Engine needed) unless TE is
-importable and asked for; dropout is off; RMSNorm epsilon, rope theta, GQA groups, QKV bias
-and tied embeddings come from the HF ``config.json``. The vocabulary is padded to a multiple
-of the tensor-parallel size; the padded logits are excluded from every softmax by the token
-statistics (``valid_vocab_size``).
+The megatron model uses the local layer spec with SDPA core attention on every host (no
+Transformer Engine layers, see ``_layer_spec``); dropout is off; RMSNorm epsilon, rope
+theta, GQA groups, QKV bias and tied embeddings come from the HF ``config.json``. The
+vocabulary is padded to a multiple of the tensor-parallel size; the padded logits are
+excluded from every softmax by the token statistics (``valid_vocab_size``).
 """
 
 from __future__ import annotations
@@ -159,13 +159,14 @@ def transformer_config(
     )
 
 
-def _layer_spec(use_te: bool) -> Any:
-    if use_te:
-        from megatron.core.models.gpt.gpt_layer_specs import (
-            get_gpt_layer_with_transformer_engine_spec,
-        )
+def _layer_spec() -> Any:
+    """megatron's local layer spec with SDPA core attention.
 
-        return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=False)
+    Transformer Engine's spec is deliberately not used, even where TE is installed (the NGC
+    image): it fuses the RMSNorm weights into the following linear layers
+    (``linear_qkv.layer_norm_weight``), a layout the HF conversion does not write, and its
+    causal attention would not see the block-diagonal masks of packed micro-batches.
+    """
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
     from nemo_red.models.sdpa_attention import SDPADotProductAttention
@@ -175,13 +176,23 @@ def _layer_spec(use_te: bool) -> Any:
     return spec
 
 
-def transformer_engine_available() -> bool:
-    """Whether Transformer Engine imports (never on CPU hosts)."""
-    try:
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception:
-        return False
-    return torch.cuda.is_available()
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copies ``state`` into ``model`` (dtypes converted), naming any key either side lacks.
+
+    Only megatron's ``_extra_state`` entries may be absent from ``state``.
+
+    Raises:
+        KeyError: when a weight is missing from ``state`` or ``state`` has one the model has not.
+    """
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
+    if missing or result.unexpected_keys:
+        raise KeyError(
+            f"weights do not match the model: missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
 
 
 def build_gpt_model(
@@ -191,22 +202,20 @@ def build_gpt_model(
     pre_process: bool = True,
     post_process: bool = True,
     dtype: torch.dtype = torch.float32,
-    use_te: bool | None = None,
 ) -> Any:
     """A megatron-core ``GPTModel`` for one pipeline stage of ``shape``.
 
     Model-parallel state (``parallel_state.initialize_model_parallel``) must be initialised.
-    Layers are the local spec unless Transformer Engine is available (or ``use_te``).
+    Layers are megatron's local spec with SDPA core attention (see ``_layer_spec``).
     Every parameter is ``dtype``, norm weights included (megatron's local-spec norms are
     created in fp32 otherwise; Megatron-LM's Float16Module casts them the same way).
     """
     from megatron.core.models.gpt import GPTModel
 
     config = transformer_config(shape, tp_size, pp_size, dtype)
-    use_te = transformer_engine_available() if use_te is None else use_te
     model = GPTModel(
         config=config,
-        transformer_layer_spec=_layer_spec(use_te),
+        transformer_layer_spec=_layer_spec(),
         vocab_size=padded_vocab_size(shape.vocab_size, tp_size),
         max_sequence_length=shape.max_position_embeddings,
         pre_process=pre_process,

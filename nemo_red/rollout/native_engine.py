@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from nemo_red.models.conversion import hf_to_megatron
-from nemo_red.models.qwen2 import Qwen2Shape
+from nemo_red.models.qwen2 import Qwen2Shape, load_weights
 from nemo_red.rollout.base import Completion, SamplingParams, validate_request
 from nemo_red.rollout.decoding import generate_batched
 
@@ -135,9 +135,7 @@ class NativeEngine:
             ps.get_tensor_model_parallel_world_size(),
             ps.get_tensor_model_parallel_rank(),
         )
-        missing = self.model.load_state_dict(state, strict=False).missing_keys
-        if [k for k in missing if not k.endswith("_extra_state")]:
-            raise KeyError(f"weights missing from the update: {missing[:5]}")
+        load_weights(self.model, state)
 
     def sleep(self) -> None:
         """No-op: the KV cache lives only during ``generate`` and the weights are the actor's."""

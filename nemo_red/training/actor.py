@@ -32,7 +32,7 @@ from nemo_red.algorithms.token_stats import (
     token_logprobs_and_entropy,
     vocab_parallel_token_logprobs_and_entropy,
 )
-from nemo_red.models.qwen2 import Qwen2Shape
+from nemo_red.models.qwen2 import Qwen2Shape, load_weights
 from nemo_red.training.optim import (
     OptimConfig,
     build_optimizer,
@@ -255,7 +255,7 @@ class MegatronActor:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores :meth:`state_dict`."""
-        self.model.load_state_dict(state["model"], strict=False)
+        load_weights(self.model, state["model"])
         self.optimizer.reload_model_params()  # main weights follow (the optimizer state may
         self.steps_done = int(state["steps_done"])  # then restore the exact fp32 ones)
 

@@ -130,7 +130,7 @@ def build_policy(
     first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
     model = build_gpt_model(shape, tp, pp, pre_process=first, post_process=last, dtype=dtype)
     if state is not None:
-        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+        load_weights(model, state)
     if torch.cuda.is_available():
         model.cuda()
     return model, shape
