@@ -140,7 +140,7 @@ def load_checkpoint(
     path = Path(path)
     meta = _read_meta(path)
     actor.load_state_dict(torch.load(path / _model_shard_name(), weights_only=False))
-    actor.load_optimizer_state_dict(torch.load(path / _optimizer_shard_name(), weights_only=False))
+    actor.load_optimizer_state_dict(_load_optimizer_shard(path))
     _set_rng_state(torch.load(path / f"rng_rank{dist.get_rank():05d}.pt", weights_only=False))
     if regulator is not None and meta["regulator"] is not None:
         regulator.load_state_dict(meta["regulator"])
@@ -181,7 +181,7 @@ def load_initial_state(path: Path, actor: MegatronActor) -> Path:
         {k: v for k, v in group.items() if k != "params"} for group in actor.optimizer.param_groups
     ]
     actor.load_state_dict({**state, "steps_done": 0})
-    actor.load_optimizer_state_dict(torch.load(path / _optimizer_shard_name(), weights_only=False))
+    actor.load_optimizer_state_dict(_load_optimizer_shard(path))
     for group, own in zip(actor.optimizer.param_groups, hyper, strict=True):
         group.update(own)
     return path
@@ -198,6 +198,19 @@ def _model_shard_name() -> str:
 def _optimizer_shard_name() -> str:
     """The file of this rank's optimizer shard: one per global rank."""
     return f"optim_rank{dist.get_rank():05d}.pt"
+
+
+def _load_optimizer_shard(path: Path) -> dict[str, Any]:
+    """This rank's optimizer shard of the checkpoint ``path``."""
+    shard = path / _optimizer_shard_name()
+    if not shard.is_file():
+        raise FileNotFoundError(
+            f"{path}: no optimizer shard {shard.name}. Checkpoints written before the actor "
+            "used megatron's distributed optimizer keep the optimizer inside the model "
+            "files and cannot be resumed by this version: resume with the version that "
+            "wrote it, or start a new run (another run.output_dir)"
+        )
+    return torch.load(shard, weights_only=False)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """`nemo-red train` end to end on the tiny default: outputs, SIGKILL + resume, torchrun, errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,24 @@ def test_init_checkpoint_that_is_no_checkpoint_is_named(straight, tmp_path):
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert f"{straight / 'hf'}: not a training checkpoint" in result.stderr
+
+
+def test_checkpoint_without_optimizer_shards_is_named(straight, tmp_path):
+    # the layout of checkpoints written before the distributed optimizer
+    old = tmp_path / "old_step"
+    shutil.copytree(straight / "checkpoints" / "step_000002", old)
+    (old / "optim_rank00000.pt").unlink()
+    cmd = _train_cmd(
+        tmp_path / "run",
+        f"model.path={straight / 'hf'}",
+        f"model.init_checkpoint={old}",
+        "trainer.total_steps=1",
+        "trainer.optim.schedule=constant",
+        "algorithm.sft_warmup_steps=0",
+    )
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert f"{old}: no optimizer shard optim_rank00000.pt" in result.stderr
 
 
 @pytest.mark.distributed
