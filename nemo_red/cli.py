@@ -206,8 +206,11 @@ def _quiet_known_warnings() -> None:
         r"The \.grad attribute of a Tensor that is not a leaf Tensor",
     ):
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
-    for message in (r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)`",):
-        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)`",
+        category=FutureWarning,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

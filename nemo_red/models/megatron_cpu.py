@@ -143,9 +143,12 @@ class _TorchWithCpuDefault:
         return torch.tensor(*args, device=_on_cpu(device), **kwargs)
 
 
-def _patch_module_torch(*modules: object) -> Undo:
-    undos = [_set_attr(module, "torch", _TorchWithCpuDefault()) for module in modules]
+def _undo_in_reverse(undos: list[Undo]) -> Undo:
     return lambda: [undo() for undo in reversed(undos)]
+
+
+def _patch_module_torch(*modules: object) -> Undo:
+    return _undo_in_reverse([_set_attr(m, "torch", _TorchWithCpuDefault()) for m in modules])
 
 
 def _patch_schedule_devices() -> Undo:
@@ -189,15 +192,16 @@ def _patch_optimizer_type_checks() -> Undo:
     from megatron.core.optimizer import distrib_optimizer, optimizer
 
     cls = distrib_optimizer.DistributedOptimizer
-    undos = [
-        _set_attr(cls, "__init__", _reporting_cuda_types(cls.__init__)),
-        _set_attr(
-            optimizer,
-            "clip_grad_by_total_norm_fp32",
-            _reporting_cuda_types(optimizer.clip_grad_by_total_norm_fp32),
-        ),
-    ]
-    return lambda: [undo() for undo in reversed(undos)]
+    return _undo_in_reverse(
+        [
+            _set_attr(cls, "__init__", _reporting_cuda_types(cls.__init__)),
+            _set_attr(
+                optimizer,
+                "clip_grad_by_total_norm_fp32",
+                _reporting_cuda_types(optimizer.clip_grad_by_total_norm_fp32),
+            ),
+        ]
+    )
 
 
 PATCHES: tuple[CpuPatch, ...] = (

@@ -177,15 +177,14 @@ def _layer_spec() -> Any:
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copies ``state`` into ``model`` (dtypes converted), naming any key either side lacks.
+    """Copies ``state`` into ``model``, naming any key either side lacks.
 
-    Only megatron's ``_extra_state`` entries may be absent from ``state``.
+    Tensors are copied in place into the model's own, so they take its dtypes. Only
+    megatron's ``_extra_state`` entries may be absent from ``state``.
 
     Raises:
         KeyError: when a weight is missing from ``state`` or ``state`` has one the model has not.
     """
-    own = model.state_dict()
-    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
     if missing or result.unexpected_keys:

@@ -256,8 +256,9 @@ class MegatronActor:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores :meth:`state_dict`."""
         load_weights(self.model, state["model"])
-        self.optimizer.reload_model_params()  # main weights follow (the optimizer state may
-        self.steps_done = int(state["steps_done"])  # then restore the exact fp32 ones)
+        # the fp32 main weights follow; an optimizer state loaded next restores exact ones
+        self.optimizer.reload_model_params()
+        self.steps_done = int(state["steps_done"])
 
     def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
         """Restores :meth:`optimizer_state_dict` (after :meth:`load_state_dict`)."""

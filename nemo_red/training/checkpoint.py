@@ -188,7 +188,7 @@ def load_initial_state(path: Path, actor: MegatronActor) -> Path:
 
 
 def _model_shard_name() -> str:
-    """The file of this rank's model shard and optimizer: one per (TP rank, PP stage)."""
+    """The file of this rank's model shard and step counter: one per (TP rank, PP stage)."""
     from megatron.core import parallel_state as ps
 
     tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()

@@ -127,11 +127,12 @@ def optimizer_state(optimizer: Any, model: torch.nn.Module) -> dict[str, Any]:
     """This rank's optimizer state: megatron's common state plus, per named parameter of
     ``model`` that has a shard here, the fp32 main shard and its Adam moments."""
     inner = _distributed_optimizer(optimizer)
-    shards = {}
-    for name, param in model.named_parameters():
-        if param in inner.model_param_group_index_map:
-            tensors = inner._get_main_param_and_optimizer_states(param)
-            shards[name] = {k: v.detach().clone() for k, v in tensors.items()}
+    shards = {
+        name: {
+            k: v.detach().clone() for k, v in inner._get_main_param_and_optimizer_states(p).items()
+        }
+        for name, p in _owned_parameters(inner, model).items()
+    }
     return {"common": optimizer.state_dict(), "shards": shards}
 
 
@@ -140,11 +141,7 @@ def load_optimizer_state(optimizer: Any, model: torch.nn.Module, state: dict[str
     """Restores :func:`optimizer_state` (same layout; model weights loaded separately)."""
     inner = _distributed_optimizer(optimizer)
     optimizer.load_state_dict(state["common"])
-    owned = {
-        name: param
-        for name, param in model.named_parameters()
-        if param in inner.model_param_group_index_map
-    }
+    owned = _owned_parameters(inner, model)
     if set(owned) != set(state["shards"]):
         raise ValueError(
             "optimizer state does not match this rank's parameter shards: missing "
@@ -159,6 +156,15 @@ def load_optimizer_state(optimizer: Any, model: torch.nn.Module, state: dict[str
     for param_state in inner.optimizer.state.values():
         if torch.is_tensor(param_state.get("step")):
             param_state["step"] = param_state["step"].clone()
+
+
+def _owned_parameters(inner: Any, model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The named parameters of ``model`` with a shard in this rank's DistributedOptimizer."""
+    return {
+        name: param
+        for name, param in model.named_parameters()
+        if param in inner.model_param_group_index_map
+    }
 
 
 def _distributed_optimizer(optimizer: Any) -> Any:

@@ -112,16 +112,21 @@ def test_init_checkpoint_carries_weights_and_optimizer_moments_not_the_schedule(
     assert moved > 0  # the weights came from step 2, not from model.path (step 4)
 
 
-def test_init_checkpoint_that_is_no_checkpoint_is_named(straight, tmp_path):
+def _one_step_from(straight: Path, out: Path, checkpoint: Path) -> subprocess.CompletedProcess:
+    """One training step of a run with ``model.init_checkpoint=checkpoint``."""
     cmd = _train_cmd(
-        tmp_path / "run",
+        out,
         f"model.path={straight / 'hf'}",
-        f"model.init_checkpoint={straight / 'hf'}",
+        f"model.init_checkpoint={checkpoint}",
         "trainer.total_steps=1",
         "trainer.optim.schedule=constant",
         "algorithm.sft_warmup_steps=0",
     )
-    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+
+
+def test_init_checkpoint_that_is_no_checkpoint_is_named(straight, tmp_path):
+    result = _one_step_from(straight, tmp_path / "run", straight / "hf")
     assert result.returncode != 0
     assert f"{straight / 'hf'}: not a training checkpoint" in result.stderr
 
@@ -131,15 +136,7 @@ def test_checkpoint_without_optimizer_shards_is_named(straight, tmp_path):
     old = tmp_path / "old_step"
     shutil.copytree(straight / "checkpoints" / "step_000002", old)
     (old / "optim_rank00000.pt").unlink()
-    cmd = _train_cmd(
-        tmp_path / "run",
-        f"model.path={straight / 'hf'}",
-        f"model.init_checkpoint={old}",
-        "trainer.total_steps=1",
-        "trainer.optim.schedule=constant",
-        "algorithm.sft_warmup_steps=0",
-    )
-    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    result = _one_step_from(straight, tmp_path / "run", old)
     assert result.returncode != 0
     assert f"{old}: no optimizer shard optim_rank00000.pt" in result.stderr
 
