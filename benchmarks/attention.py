@@ -3,12 +3,13 @@
 Forward + backward of one attention layer's core (after the QKV projection) at Qwen2.5-1.5B's
 heads (12 query / 2 KV heads of 128 channels), on one micro-batch of ``--length`` tokens,
 with two masks: a plain causal row (one sequence) and a packed row of four sequences
-(block-diagonal causal, what the actor's packing produces). Both implementations run in one
-process on the same inputs; reported per mask: median seconds of each, the ratio
-``sdpa_over_megatron_time`` and, on a GPU, the peak memory of each. Writes
+(block-diagonal causal, what the actor's packing produces). The packed row also runs SDPA
+given the row's boundaries (``PackedSeqParams``, how the actor calls it) instead of the mask.
+All run in one process on the same inputs; reported per mask: median seconds of each, the
+ratios to megatron's time and, on a GPU, the peak memory of each. Writes
 ``benchmarks/results/attention_<device>.json`` (device, versions, date).
 
-    python benchmarks/attention.py                       # CPU, fp32, 1,024 tokens
+    python benchmarks/attention.py                       # CPU, fp32, 1,024 tokens, 1 thread
     python benchmarks/attention.py --device cuda --length 4096   # bf16
 """
 
@@ -39,10 +40,20 @@ def _masks(length: int, device: str) -> dict[str, torch.Tensor]:
     return {"causal": ~causal[None, None], "packed_4": ~packed[None, None]}
 
 
-def _measure(module, inputs, mask, repeats: int, device: str) -> tuple[float, int | None]:
+def _packed_params(length: int):
+    from nemo_red.models.sdpa_attention import packed_row_params
+
+    ends = [(length * i + 3) // 4 for i in range(5)]  # where arange * 4 // length steps
+    return packed_row_params(torch.tensor(ends, dtype=torch.int32), length)
+
+
+def _measure(module, inputs, call, repeats: int, device: str) -> tuple[float, int | None]:
+    mask, params = call
+
     def step() -> None:
         q, k, v = (t.detach().requires_grad_() for t in inputs)
-        module(q, k, v, mask).float().square().mean().backward()
+        out = module(q, k, v, mask, packed_seq_params=params)
+        out.float().square().mean().backward()
         if device == "cuda":
             torch.cuda.synchronize()
 
@@ -63,6 +74,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (CPU only)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -73,6 +85,8 @@ def main() -> None:
     from nemo_red.models.sdpa_attention import SDPADotProductAttention
     from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdown_distributed
 
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
     init_distributed(ParallelLayout(), seed=0)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     shape = Qwen2Shape(
@@ -91,13 +105,20 @@ def main() -> None:
     ]
     results = {}
     for name, mask in _masks(args.length, args.device).items():
+        calls = {
+            "megatron": (modules["megatron"], (mask, None)),
+            "sdpa": (modules["sdpa"], (mask, None)),
+        }
+        if name == "packed_4":
+            calls["sdpa_boundaries"] = (modules["sdpa"], (None, _packed_params(args.length)))
         row = {}
-        for impl, module in modules.items():
-            seconds, peak = _measure(module, inputs, mask, args.repeats, args.device)
+        for impl, (module, call) in calls.items():
+            seconds, peak = _measure(module, inputs, call, args.repeats, args.device)
             row[f"{impl}_s"] = seconds
             if peak is not None:
                 row[f"{impl}_peak_memory_bytes"] = peak
-        row["sdpa_over_megatron_time"] = row["sdpa_s"] / row["megatron_s"]
+        for impl in calls.keys() - {"megatron"}:
+            row[f"{impl}_over_megatron_time"] = row[f"{impl}_s"] / row["megatron_s"]
         results[name] = row
         print(name, json.dumps(row), flush=True)
     shutdown_distributed()

@@ -4,19 +4,30 @@ megatron-core's ``DotProductAttention`` (the local spec's core attention, used w
 Transformer Engine is absent) materialises the ``[b, heads, s, s]`` scores, softmax and
 probabilities in separate kernels. :class:`SDPADotProductAttention` keeps its constructor and
 its ``forward`` contract (``[s, b, heads, head_dim]`` in, ``[s, b, heads * head_dim]`` out,
-``attention_mask`` True = masked) and hands the work to ``F.scaled_dot_product_attention``:
-a block-diagonal causal mask (the actor's packed micro-batches; a plain causal mask is one
-block) is cut into its sequences, each attended with ``is_causal=True`` (the flash kernel on
-a GPU), so a packed row costs the sum of its sequences' squared lengths rather than the
-row's; runs of one-token segments (the packing's padding) attend only to themselves, so
-their outputs are their values. Any other mask (the samplers' decoding steps) goes to SDPA
-as a boolean mask. Grouped-query heads are repeated as megatron does.
+``attention_mask`` True = masked) and hands the work to ``F.scaled_dot_product_attention``.
+
+Packed rows (the actor's micro-batches) attend block-diagonally causally: each sequence only
+to itself. The row's sequence boundaries reach the attention in one of two ways:
+
+* megatron's ``PackedSeqParams`` in the ``sbhd`` layout, built by :func:`packed_row_params`
+  from the row's ``cu_seqlens`` (kept on the host, so reading them costs no device sync).
+  This is how the actor runs: it builds no ``[s, s]`` mask at all;
+* a block-diagonal causal mask, whose blocks are found by comparing it with its own first
+  visible key per row (a plain causal mask is one block).
+
+Either way each sequence is attended with ``is_causal=True`` (the flash kernel on a GPU), so
+a packed row costs the sum of its sequences' squared lengths rather than the row's; runs of
+one-token segments (the packing's padding) attend only to themselves, so their outputs are
+their values. Any other mask (the samplers' decoding steps) goes to SDPA as a boolean mask.
+Grouped-query heads are repeated as megatron does.
 
 Semantics that differ from megatron's, and why they do not matter here: a query row whose
 every key is masked gets megatron's uniform attention over all keys there and plain
 (unmasked) attention here, instead of SDPA's NaN; such rows are padding whose outputs no
 loss reads. Softmax offsets, attention bias, dropout during training, query-key layer
-scaling, sliding windows and packed-sequence params fall back to megatron's own code.
+scaling and sliding windows fall back to megatron's own code (with the packed row's mask
+built from its boundaries); the ``thd`` packed layout is Transformer Engine's and is refused
+by megatron's code as well.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
+from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron.core.transformer.enums import AttnMaskType
 from torch.nn import functional
@@ -40,9 +52,18 @@ class SDPADotProductAttention(DotProductAttention):
         attention_mask: torch.Tensor | None,
         attn_mask_type: Any = None,
         attention_bias: torch.Tensor | None = None,
-        packed_seq_params: Any = None,
+        packed_seq_params: PackedSeqParams | None = None,
     ) -> torch.Tensor:
-        """``[sq, b, np, hn]`` queries, ``[sk, b, ng, hn]`` keys/values -> ``[sq, b, np*hn]``."""
+        """``[sq, b, np, hn]`` queries, ``[sk, b, ng, hn]`` keys/values -> ``[sq, b, np*hn]``.
+
+        ``packed_seq_params`` in the ``sbhd`` layout (see :func:`packed_row_params`) give a
+        packed row's boundaries; ``attention_mask`` is then not read.
+        """
+        sq, b = query.shape[0], query.shape[1]
+        segments = None
+        if packed_seq_params is not None and packed_seq_params.qkv_format == "sbhd":
+            segments = _packed_row_segments(packed_seq_params, sq, key.shape[0], b)
+            attention_mask, packed_seq_params = None, None
         dropout = self.attention_dropout.p if self.training else 0.0
         if (
             packed_seq_params is not None
@@ -52,6 +73,8 @@ class SDPADotProductAttention(DotProductAttention):
             or self.config.apply_query_key_layer_scaling
             or getattr(self.config, "window_size", None) is not None
         ):
+            if segments is not None:
+                attention_mask = segments_mask(segments, sq, query.device)
             return super().forward(
                 query, key, value, attention_mask, attn_mask_type, attention_bias, packed_seq_params
             )
@@ -59,10 +82,11 @@ class SDPADotProductAttention(DotProductAttention):
         if groups > 1:
             key = key.repeat_interleave(groups, dim=2)
             value = value.repeat_interleave(groups, dim=2)
-        sq, b = query.shape[0], query.shape[1]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, np, s, hn]
-        segments = _causal_segments(attention_mask, sq, k.shape[2])
-        if attention_mask is None and self.attn_mask_type == AttnMaskType.causal and sq > 1:
+        if segments is None:
+            segments = _causal_segments(attention_mask, sq, k.shape[2])
+        causal_type = self.attn_mask_type == AttnMaskType.causal
+        if segments is None and attention_mask is None and causal_type and sq > 1:
             segments = [Segment(0, sq, False)]  # megatron builds a causal mask for this
         if segments is not None:
             context = torch.cat([self._causal(q, k, v, segment) for segment in segments], dim=2)
@@ -97,6 +121,75 @@ class Segment(NamedTuple):
     self_only: bool
 
 
+def packed_row_params(cu_seqlens: torch.Tensor, row_length: int) -> PackedSeqParams:
+    """megatron's ``PackedSeqParams`` for one packed row of ``row_length`` tokens.
+
+    Args:
+        cu_seqlens: ``[n + 1]`` int32 on the host: 0, then the end of each of the row's n
+            sequences. Tokens past ``cu_seqlens[-1]`` are padding; each attends to itself.
+        row_length: S, the row's length with its padding.
+
+    The layout is ``sbhd`` (the row stays ``[S, 1, ...]``, positions and rotary embeddings
+    are the row's), so ``max_seqlen_*`` is S: megatron sizes its rotary table from it.
+    """
+    if cu_seqlens.dim() != 1 or len(cu_seqlens) < 1 or int(cu_seqlens[0]) != 0:
+        raise ValueError(f"cu_seqlens must be 1-D and start at 0, got {cu_seqlens.tolist()}")
+    if bool((cu_seqlens[1:] <= cu_seqlens[:-1]).any()) or int(cu_seqlens[-1]) > row_length:
+        raise ValueError(
+            f"cu_seqlens must increase and end within the row of {row_length}, "
+            f"got {cu_seqlens.tolist()}"
+        )
+    cu_seqlens = cu_seqlens.to(device="cpu", dtype=torch.int32)
+    return PackedSeqParams(
+        qkv_format="sbhd",
+        cu_seqlens_q=cu_seqlens,
+        cu_seqlens_kv=cu_seqlens,
+        max_seqlen_q=row_length,
+        max_seqlen_kv=row_length,
+    )
+
+
+def segments_mask(segments: list[Segment], length: int, device: Any = None) -> torch.Tensor:
+    """megatron's ``[1, 1, s, s]`` mask (True = masked) of a row cut into ``segments``."""
+    block = torch.empty(length, dtype=torch.long)
+    for number, segment in enumerate(segments):
+        if segment.self_only:  # every token its own segment: numbers no sequence uses
+            block[segment.start : segment.end] = -1 - torch.arange(segment.start, segment.end)
+        else:
+            block[segment.start : segment.end] = number
+    block = block.to(device)
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    return ~((block[:, None] == block[None, :]) & causal)[None, None]
+
+
+def _packed_row_segments(params: PackedSeqParams, sq: int, sk: int, b: int) -> list[Segment]:
+    """The segments of a packed row from :func:`packed_row_params`."""
+    cu_q, cu_kv = params.cu_seqlens_q, params.cu_seqlens_kv
+    if b != 1 or sq != sk or cu_q is None or (cu_kv is not None and not torch.equal(cu_q, cu_kv)):
+        raise ValueError(
+            "sbhd PackedSeqParams describe one packed row of self-attention: batch size 1, "
+            f"equal query and key boundaries (got batch {b}, {sq} queries, {sk} keys)"
+        )
+    bounds = cu_q.tolist()
+    if bounds[-1] > sq:
+        raise ValueError(f"cu_seqlens end at {bounds[-1]}, past the row of {sq} tokens")
+    return _segments([*bounds[:-1], *range(bounds[-1], sq)], sq)
+
+
+def _segments(starts: list[int], length: int) -> list[Segment]:
+    """Segments starting at ``starts`` (increasing, first 0), consecutive one-token
+    segments merged into one ``self_only`` run."""
+    segments: list[Segment] = []
+    for start, end in zip(starts, [*starts[1:], length], strict=True):
+        if end - start > 1:
+            segments.append(Segment(start, end, False))
+        elif segments and segments[-1].self_only:
+            segments[-1] = segments[-1]._replace(end=end)
+        else:
+            segments.append(Segment(start, end, True))
+    return segments
+
+
 def _causal_segments(mask: torch.Tensor | None, sq: int, sk: int) -> list[Segment] | None:
     """The segments of a block-diagonal causal mask (True = masked, ``[1, 1, s, s]``), in
     order, consecutive one-token segments merged; ``None`` when ``mask`` is not one."""
@@ -109,16 +202,7 @@ def _causal_segments(mask: torch.Tensor | None, sq: int, sk: int) -> list[Segmen
     previous = torch.cat([first[:1], first[:-1]])
     if not (torch.equal(allowed, block) and bool(((first == index) | (first == previous)).all())):
         return None
-    starts = (first == index).nonzero().flatten().tolist()
-    segments: list[Segment] = []
-    for start, end in zip(starts, [*starts[1:], sq], strict=True):
-        if end - start > 1:
-            segments.append(Segment(start, end, False))
-        elif segments and segments[-1].self_only:
-            segments[-1] = segments[-1]._replace(end=end)
-        else:
-            segments.append(Segment(start, end, True))
-    return segments
+    return _segments((first == index).nonzero().flatten().tolist(), sq)
 
 
 def _may_attend(mask: torch.Tensor | None) -> torch.Tensor | None:

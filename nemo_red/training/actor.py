@@ -33,6 +33,7 @@ from nemo_red.algorithms.token_stats import (
     vocab_parallel_token_logprobs_and_entropy,
 )
 from nemo_red.models.qwen2 import Qwen2Shape, load_weights
+from nemo_red.models.sdpa_attention import packed_row_params
 from nemo_red.training.optim import (
     OptimConfig,
     build_optimizer,
@@ -122,7 +123,10 @@ class MegatronActor:
             mb = next(data_iterator)
             device = next(model.parameters()).device
             output = model(
-                mb.input_ids.to(device), mb.position_ids.to(device), mb.attention_mask.to(device)
+                mb.input_ids.to(device),
+                mb.position_ids.to(device),
+                None,  # the packed row's boundaries instead of an [S, S] mask
+                packed_seq_params=packed_row_params(mb.cu_seqlens, mb.input_ids.shape[1]),
             )
             return output, partial(loss_func, mb)
 

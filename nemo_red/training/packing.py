@@ -1,10 +1,13 @@
 """Sequences of one training step and their packing into padding-free micro-batches.
 
 A step holds N responses (online rollouts and teacher traces), each the continuation of its
-prompt. Packing puts several whole sequences into one row of a micro-batch; a block-diagonal
-causal mask keeps them apart and positions restart at 0 for each, so a long teacher trace
-costs its own length, not the longest sequence's. Every micro-batch row is padded to one
-common length so pipeline stages can exchange fixed-shape activations.
+prompt. Packing puts several whole sequences into one row of a micro-batch; attention is
+block-diagonal causal (each sequence sees only itself) and positions restart at 0 for each,
+so a long teacher trace costs its own length, not the longest sequence's. Every micro-batch
+row is padded to one common length so pipeline stages can exchange fixed-shape activations.
+A row carries its sequence boundaries (``cu_seqlens``), not an ``[S, S]`` mask: the
+attention reads them (``nemo_red.models.sdpa_attention.packed_row_params``), so a
+micro-batch takes O(S) memory.
 
 Conventions: response token j of a sequence sits at row position p = start + prompt_len + j;
 its log-prob is read from the logits at p - 1 (the prediction of the next token).
@@ -101,7 +104,8 @@ class PackedMicroBatch:
         rows: indices (into the step's SequenceBatch) of the packed sequences, ``[n]``.
         input_ids: ``[1, S]`` token ids (0 on padding).
         position_ids: ``[1, S]`` positions, restarting at 0 for each sequence.
-        attention_mask: ``[1, 1, S, S]`` bool, True = masked (megatron's convention).
+        cu_seqlens: ``[n + 1]`` int32: 0, then where each packed sequence ends. The tokens
+            after the last are padding, each attending only to itself.
         targets: ``[S]`` the next token at each position (0 where unused).
         gather_index: ``[n, T]`` row positions whose logits predict each response token.
         response_mask: ``[n, T]`` bool, True on response tokens.
@@ -111,7 +115,7 @@ class PackedMicroBatch:
     rows: Tensor
     input_ids: Tensor
     position_ids: Tensor
-    attention_mask: Tensor
+    cu_seqlens: Tensor
     targets: Tensor
     gather_index: Tensor
     response_mask: Tensor
@@ -156,33 +160,26 @@ def pack(batch: SequenceBatch, rows: list[int], seq_length: int, width: int) -> 
     input_ids = torch.zeros(seq_length, dtype=torch.long)
     positions = torch.zeros(seq_length, dtype=torch.long)
     targets = torch.zeros(seq_length, dtype=torch.long)
-    segment = torch.full((seq_length,), -1, dtype=torch.long)
     gather = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.bool)
-    start = 0
+    start, ends = 0, [0]
     for k, i in enumerate(rows):
         tokens = batch.tokens[i].long()
         length, prompt = len(tokens), int(batch.prompt_lengths[i])
         span = slice(start, start + length)
         input_ids[span] = tokens
         positions[span] = torch.arange(length)
-        segment[span] = k
         targets[start : start + length - 1] = tokens[1:]
         n_resp = length - prompt
         gather[k, :n_resp] = torch.arange(start + prompt - 1, start + length - 1)
         mask[k, :n_resp] = True
         start += length
-    # Padding positions form their own segments (each attends to itself only).
-    pad = segment < 0
-    segment[pad] = len(rows) + torch.arange(int(pad.sum()))
-    same = segment[:, None] == segment[None, :]
-    causal = torch.ones(seq_length, seq_length, dtype=torch.bool).tril()
-    attention_mask = ~(same & causal)
+        ends.append(start)
     return PackedMicroBatch(
         rows=torch.tensor(rows, dtype=torch.long),
         input_ids=input_ids[None],
         position_ids=positions[None],
-        attention_mask=attention_mask[None, None],
+        cu_seqlens=torch.tensor(ends, dtype=torch.int32),
         targets=targets,
         gather_index=gather,
         response_mask=mask,

@@ -2,9 +2,11 @@
 
 For query/KV head ratios 1 and 6 and the masks the actor and the samplers pass (plain causal,
 packed block-diagonal causal with padding tokens in their own segments, no mask with the
-causal mask type, a decoding query against a cache), it compares outputs and the gradients
-of q, k and v in fp32, writing the largest differences as JSON. A negative control shows the
-comparison catches a wrong mask (non-causal).
+causal mask type, a decoding query against a cache), and for a packed row given by its
+boundaries (``PackedSeqParams``, what the actor passes; also through megatron's own code, the
+fallback), it compares outputs and the gradients of q, k and v in fp32, writing the largest
+differences as JSON. A negative control shows the comparison catches a wrong mask
+(non-causal).
 """
 
 import argparse
@@ -22,6 +24,23 @@ def _packed_mask(lengths: list[int]) -> torch.Tensor:
     return ~((segment[:, None] == segment[None, :]) & causal)[None, None]
 
 
+def _largest_difference(runs) -> float:
+    """Max |difference| of outputs and q/k/v gradients between two ``(module, call)`` runs."""
+    outputs = []
+    for module, call in runs:
+        q, k, v, mask, kwargs = call
+        out = module(q, k, v, mask, **kwargs)
+        grads = torch.autograd.grad(
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), (q, k, v)
+        )
+        outputs.append((out.detach(), grads))
+    (ref_out, ref_grads), (out, grads) = outputs
+    return max(
+        float((out - ref_out).abs().max()),
+        *(float((g - rg).abs().max()) for g, rg in zip(grads, ref_grads, strict=True)),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -33,7 +52,7 @@ def main() -> None:
 
     from nemo_red.models.megatron_cpu import apply_cpu_patches
     from nemo_red.models.qwen2 import Qwen2Shape, transformer_config
-    from nemo_red.models.sdpa_attention import SDPADotProductAttention
+    from nemo_red.models.sdpa_attention import SDPADotProductAttention, packed_row_params
 
     dist.init_process_group("gloo")
     apply_cpu_patches()
@@ -66,19 +85,27 @@ def main() -> None:
                 v = torch.randn(s, 2, groups, hn, requires_grad=True)
                 # megatron builds its default causal mask for None on CUDA only: pass it here
                 explicit = masks["causal"] if mask is None and sq > 1 else mask
-                outputs = []
-                for module, given in ((reference, explicit), (sdpa, mask)):
-                    out = module(q, k, v, given)
-                    grads = torch.autograd.grad(
-                        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), (q, k, v)
-                    )
-                    outputs.append((out.detach(), grads))
-                (ref_out, ref_grads), (out, grads) = outputs
-                key = f"h{heads}_g{groups}_{name}_sq{sq}"
-                report[key] = max(
-                    float((out - ref_out).abs().max()),
-                    *(float((g - rg).abs().max()) for g, rg in zip(grads, ref_grads, strict=True)),
+                report[f"h{heads}_g{groups}_{name}_sq{sq}"] = _largest_difference(
+                    [(reference, (q, k, v, explicit, {})), (sdpa, (q, k, v, mask, {}))]
                 )
+        # the actor's packed row: boundaries instead of a mask (batch 1), natively and
+        # through megatron's code (query-key layer scaling is one of the fallback's triggers)
+        params = packed_row_params(torch.tensor([0, 5, 9], dtype=torch.int32), s)
+        scaled = transformer_config(shape)
+        scaled.apply_query_key_layer_scaling = True
+        scaled.attention_softmax_in_fp32 = True
+        for name, cfg in (("packed_params", config), ("packed_params_fallback", scaled)):
+            q = torch.randn(s, 1, heads, hn, requires_grad=True)
+            k, v = (torch.randn(s, 1, groups, hn, requires_grad=True) for _ in range(2))
+            report[f"h{heads}_g{groups}_{name}"] = _largest_difference(
+                [
+                    (reference, (q, k, v, masks["packed"], {})),
+                    (
+                        SDPADotProductAttention(cfg, **kwargs),
+                        (q, k, v, None, {"packed_seq_params": params}),
+                    ),
+                ]
+            )
         q, k, v = (torch.randn(s, 1, n, hn) for n in (heads, groups, groups))
         wrong = sdpa(q, k, v, torch.zeros(1, 1, s, s, dtype=torch.bool))  # attends to the future
         report[f"h{heads}_g{groups}_control_no_causality"] = float(

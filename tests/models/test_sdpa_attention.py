@@ -17,7 +17,8 @@ def test_sdpa_matches_megatron_attention_and_the_control_fails(tmp_path):
     report = json.loads(out.read_text())
     controls = {k: v for k, v in report.items() if "control" in k}
     cases = {k: v for k, v in report.items() if k not in controls}
-    assert len(cases) == 2 * 3 * 2  # head ratios x masks x (prefill, decode)
+    # head ratios x (masks x (prefill, decode) + boundaries natively and through megatron)
+    assert len(cases) == 2 * (3 * 2 + 2)
     for case, diff in cases.items():
         assert diff < 1e-5, case
     for case, diff in controls.items():
@@ -58,3 +59,44 @@ def test_masks_that_are_not_block_diagonal_causal_keep_the_mask(rows):
     from nemo_red.models.sdpa_attention import _causal_segments
 
     assert _causal_segments(_mask(rows), len(rows), len(rows)) is None
+
+
+def test_packed_row_params_give_the_rows_segments_and_mask():
+    from nemo_red.models.sdpa_attention import (
+        Segment,
+        _packed_row_segments,
+        packed_row_params,
+        segments_mask,
+    )
+
+    # the same row as above from its boundaries: sequences 0:3 and 3:5, padding 5:8
+    params = packed_row_params(torch.tensor([0, 3, 5], dtype=torch.int32), 8)
+    assert (params.qkv_format, params.max_seqlen_q, params.max_seqlen_kv) == ("sbhd", 8, 8)
+    segments = _packed_row_segments(params, 8, 8, 1)
+    assert segments == [Segment(0, 3, False), Segment(3, 5, False), Segment(5, 8, True)]
+    rows = [[0], [0, 1], [0, 1, 2], [3], [3, 4], [5], [6], [7]]
+    assert torch.equal(segments_mask(segments, 8), _mask(rows))
+    # one-token sequences attend to themselves like padding does; no padding at all
+    params = packed_row_params(torch.tensor([0, 1, 2, 5], dtype=torch.int32), 5)
+    assert _packed_row_segments(params, 5, 5, 1) == [Segment(0, 2, True), Segment(2, 5, False)]
+
+
+@pytest.mark.parametrize(
+    ("bounds", "length", "message"),
+    [([1, 3], 4, "start at 0"), ([0, 3, 3], 4, "increase"), ([0, 5], 4, "within the row")],
+)
+def test_bad_boundaries_are_refused(bounds, length, message):
+    from nemo_red.models.sdpa_attention import packed_row_params
+
+    with pytest.raises(ValueError, match=message):
+        packed_row_params(torch.tensor(bounds, dtype=torch.int32), length)
+
+
+def test_packed_row_params_describe_one_self_attention_row():
+    from nemo_red.models.sdpa_attention import _packed_row_segments, packed_row_params
+
+    params = packed_row_params(torch.tensor([0, 2, 4], dtype=torch.int32), 4)
+    with pytest.raises(ValueError, match="batch size 1"):
+        _packed_row_segments(params, 4, 4, 2)
+    with pytest.raises(ValueError, match="batch size 1"):
+        _packed_row_segments(params, 1, 4, 1)  # a decoding step

@@ -33,10 +33,8 @@ def test_pack_two_sequences_by_hand():
     assert mb.gather_index.tolist() == [[0, 1], [4, 5]]
     assert mb.targets[mb.gather_index].tolist() == [[1, 2], [12, 13]]
     assert mb.real_tokens == 7
-    allowed = ~mb.attention_mask[0, 0]
-    assert allowed[4].tolist() == [False, False, False, True, True, False, False, False]
-    assert allowed[2].tolist() == [True, True, True, False, False, False, False, False]
-    assert allowed[7].tolist() == [False] * 7 + [True]  # padding attends to itself only
+    assert mb.cu_seqlens.tolist() == [0, 3, 7]  # position 7 is padding
+    assert mb.cu_seqlens.dtype == torch.int32
 
 
 def test_pack_step_splits_over_data_parallel_ranks_with_one_row_length():
