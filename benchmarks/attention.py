@@ -52,7 +52,10 @@ def _measure(module, inputs, call, repeats: int, device: str) -> tuple[float, in
 
     def step() -> None:
         q, k, v = (t.detach().requires_grad_() for t in inputs)
-        out = module(q, k, v, mask, packed_seq_params=params)
+        if params is None:
+            out = module(q, k, v, mask)
+        else:  # the thd layout: megatron squeezes the batch dimension
+            out = module(q[:, 0], k[:, 0], v[:, 0], None, packed_seq_params=params)
         out.float().square().mean().backward()
         if device == "cuda":
             torch.cuda.synchronize()

@@ -9,9 +9,10 @@ its ``forward`` contract (``[s, b, heads, head_dim]`` in, ``[s, b, heads * head_
 Packed rows (the actor's micro-batches) attend block-diagonally causally: each sequence only
 to itself. The row's sequence boundaries reach the attention in one of two ways:
 
-* megatron's ``PackedSeqParams`` in the ``sbhd`` layout, built by :func:`packed_row_params`
+* megatron's ``PackedSeqParams`` in the ``thd`` layout, built by :func:`packed_row_params`
   from the row's ``cu_seqlens`` (kept on the host, so reading them costs no device sync).
-  This is how the actor runs: it builds no ``[s, s]`` mask at all;
+  This is how the actor runs: it builds no ``[s, s]`` mask at all, and megatron restarts the
+  rotary positions at 0 for each sequence, so a packed sequence is computed as if alone;
 * a block-diagonal causal mask, whose blocks are found by comparing it with its own first
   visible key per row (a plain causal mask is one block).
 
@@ -26,8 +27,7 @@ every key is masked gets megatron's uniform attention over all keys there and pl
 (unmasked) attention here, instead of SDPA's NaN; such rows are padding whose outputs no
 loss reads. Softmax offsets, attention bias, dropout during training, query-key layer
 scaling and sliding windows fall back to megatron's own code (with the packed row's mask
-built from its boundaries); the ``thd`` packed layout is Transformer Engine's and is refused
-by megatron's code as well.
+built from its boundaries).
 """
 
 from __future__ import annotations
@@ -56,14 +56,16 @@ class SDPADotProductAttention(DotProductAttention):
     ) -> torch.Tensor:
         """``[sq, b, np, hn]`` queries, ``[sk, b, ng, hn]`` keys/values -> ``[sq, b, np*hn]``.
 
-        ``packed_seq_params`` in the ``sbhd`` layout (see :func:`packed_row_params`) give a
-        packed row's boundaries; ``attention_mask`` is then not read.
+        With ``packed_seq_params`` from :func:`packed_row_params` (a packed row, ``thd``):
+        ``[t, np, hn]`` queries and ``[t, ng, hn]`` keys/values -> ``[t, 1, np*hn]``;
+        ``attention_mask`` is then not read.
         """
-        sq, b = query.shape[0], query.shape[1]
         segments = None
-        if packed_seq_params is not None and packed_seq_params.qkv_format == "sbhd":
-            segments = _packed_row_segments(packed_seq_params, sq, key.shape[0], b)
+        if packed_seq_params is not None and packed_seq_params.qkv_format == "thd":
+            segments = _packed_row_segments(packed_seq_params, query.shape[0], key.shape[0])
+            query, key, value = (t.unsqueeze(1) for t in (query, key, value))
             attention_mask, packed_seq_params = None, None
+        sq, b = query.shape[0], query.shape[1]
         dropout = self.attention_dropout.p if self.training else 0.0
         if (
             packed_seq_params is not None
@@ -122,15 +124,18 @@ class Segment(NamedTuple):
 
 
 def packed_row_params(cu_seqlens: torch.Tensor, row_length: int) -> PackedSeqParams:
-    """megatron's ``PackedSeqParams`` for one packed row of ``row_length`` tokens.
+    """megatron's ``PackedSeqParams`` (``thd``) for one packed row of ``row_length`` tokens.
 
     Args:
         cu_seqlens: ``[n + 1]`` int32 on the host: 0, then the end of each of the row's n
             sequences. Tokens past ``cu_seqlens[-1]`` are padding; each attends to itself.
         row_length: S, the row's length with its padding.
 
-    The layout is ``sbhd`` (the row stays ``[S, 1, ...]``, positions and rotary embeddings
-    are the row's), so ``max_seqlen_*`` is S: megatron sizes its rotary table from it.
+    ``cu_seqlens_*`` are the sequences; ``cu_seqlens_*_padded`` add the padding as one more
+    stretch so that they cover the row: megatron applies the rotary embedding per stretch of
+    those, positions restarting at 0 (as for an unpacked sequence), and sizes its rotary
+    table by ``max_seqlen_*``, the longest stretch. The attention reads the sequences.
+    Everything stays on the host, so reading the boundaries costs no device sync.
     """
     if cu_seqlens.dim() != 1 or len(cu_seqlens) < 1 or int(cu_seqlens[0]) != 0:
         raise ValueError(f"cu_seqlens must be 1-D and start at 0, got {cu_seqlens.tolist()}")
@@ -140,12 +145,18 @@ def packed_row_params(cu_seqlens: torch.Tensor, row_length: int) -> PackedSeqPar
             f"got {cu_seqlens.tolist()}"
         )
     cu_seqlens = cu_seqlens.to(device="cpu", dtype=torch.int32)
+    padded = cu_seqlens
+    if int(cu_seqlens[-1]) < row_length:
+        padded = torch.cat([cu_seqlens, torch.tensor([row_length], dtype=torch.int32)])
+    longest = int((padded[1:] - padded[:-1]).max())
     return PackedSeqParams(
-        qkv_format="sbhd",
+        qkv_format="thd",
         cu_seqlens_q=cu_seqlens,
         cu_seqlens_kv=cu_seqlens,
-        max_seqlen_q=row_length,
-        max_seqlen_kv=row_length,
+        cu_seqlens_q_padded=padded,
+        cu_seqlens_kv_padded=padded,
+        max_seqlen_q=longest,
+        max_seqlen_kv=longest,
     )
 
 
@@ -162,13 +173,13 @@ def segments_mask(segments: list[Segment], length: int, device: Any = None) -> t
     return ~((block[:, None] == block[None, :]) & causal)[None, None]
 
 
-def _packed_row_segments(params: PackedSeqParams, sq: int, sk: int, b: int) -> list[Segment]:
+def _packed_row_segments(params: PackedSeqParams, sq: int, sk: int) -> list[Segment]:
     """The segments of a packed row from :func:`packed_row_params`."""
     cu_q, cu_kv = params.cu_seqlens_q, params.cu_seqlens_kv
-    if b != 1 or sq != sk or cu_q is None or (cu_kv is not None and not torch.equal(cu_q, cu_kv)):
+    if sq != sk or cu_q is None or (cu_kv is not None and not torch.equal(cu_q, cu_kv)):
         raise ValueError(
-            "sbhd PackedSeqParams describe one packed row of self-attention: batch size 1, "
-            f"equal query and key boundaries (got batch {b}, {sq} queries, {sk} keys)"
+            "thd PackedSeqParams here describe one packed row of self-attention: equal "
+            f"query and key boundaries (got {sq} queries, {sk} keys)"
         )
     bounds = cu_q.tolist()
     if bounds[-1] > sq:

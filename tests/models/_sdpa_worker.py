@@ -12,6 +12,7 @@ differences as JSON. A negative control shows the comparison catches a wrong mas
 import argparse
 import json
 import sys
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -24,12 +25,11 @@ def _packed_mask(lengths: list[int]) -> torch.Tensor:
     return ~((segment[:, None] == segment[None, :]) & causal)[None, None]
 
 
-def _largest_difference(runs) -> float:
-    """Max |difference| of outputs and q/k/v gradients between two ``(module, call)`` runs."""
+def _largest_difference(runs, q, k, v) -> float:
+    """Max |difference| of outputs and q/k/v gradients between two ``attend(q, k, v)``."""
     outputs = []
-    for module, call in runs:
-        q, k, v, mask, kwargs = call
-        out = module(q, k, v, mask, **kwargs)
+    for attend in runs:
+        out = attend(q, k, v)
         grads = torch.autograd.grad(
             (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), (q, k, v)
         )
@@ -86,7 +86,13 @@ def main() -> None:
                 # megatron builds its default causal mask for None on CUDA only: pass it here
                 explicit = masks["causal"] if mask is None and sq > 1 else mask
                 report[f"h{heads}_g{groups}_{name}_sq{sq}"] = _largest_difference(
-                    [(reference, (q, k, v, explicit, {})), (sdpa, (q, k, v, mask, {}))]
+                    [
+                        partial(reference, attention_mask=explicit),
+                        partial(sdpa, attention_mask=mask),
+                    ],
+                    q,
+                    k,
+                    v,
                 )
         # the actor's packed row: boundaries instead of a mask (batch 1), natively and
         # through megatron's code (query-key layer scaling is one of the fallback's triggers)
@@ -97,14 +103,13 @@ def main() -> None:
         for name, cfg in (("packed_params", config), ("packed_params_fallback", scaled)):
             q = torch.randn(s, 1, heads, hn, requires_grad=True)
             k, v = (torch.randn(s, 1, groups, hn, requires_grad=True) for _ in range(2))
+            packed = SDPADotProductAttention(cfg, **kwargs)
+
+            def thd(q, k, v, packed=packed, params=params):  # megatron squeezes b for thd
+                return packed(q[:, 0], k[:, 0], v[:, 0], None, packed_seq_params=params)
+
             report[f"h{heads}_g{groups}_{name}"] = _largest_difference(
-                [
-                    (reference, (q, k, v, masks["packed"], {})),
-                    (
-                        SDPADotProductAttention(cfg, **kwargs),
-                        (q, k, v, None, {"packed_seq_params": params}),
-                    ),
-                ]
+                [partial(reference, attention_mask=masks["packed"]), thd], q, k, v
             )
         q, k, v = (torch.randn(s, 1, n, hn) for n in (heads, groups, groups))
         wrong = sdpa(q, k, v, torch.zeros(1, 1, s, s, dtype=torch.bool))  # attends to the future

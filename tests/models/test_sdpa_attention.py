@@ -71,14 +71,21 @@ def test_packed_row_params_give_the_rows_segments_and_mask():
 
     # the same row as above from its boundaries: sequences 0:3 and 3:5, padding 5:8
     params = packed_row_params(torch.tensor([0, 3, 5], dtype=torch.int32), 8)
-    assert (params.qkv_format, params.max_seqlen_q, params.max_seqlen_kv) == ("sbhd", 8, 8)
-    segments = _packed_row_segments(params, 8, 8, 1)
+    assert params.qkv_format == "thd"
+    assert params.cu_seqlens_q.tolist() == params.cu_seqlens_kv.tolist() == [0, 3, 5]
+    # rotary positions restart per stretch, the padding being one: the longest is 3
+    assert params.cu_seqlens_q_padded.tolist() == params.cu_seqlens_kv_padded.tolist()
+    assert params.cu_seqlens_q_padded.tolist() == [0, 3, 5, 8]
+    assert params.max_seqlen_q == params.max_seqlen_kv == 3
+    segments = _packed_row_segments(params, 8, 8)
     assert segments == [Segment(0, 3, False), Segment(3, 5, False), Segment(5, 8, True)]
     rows = [[0], [0, 1], [0, 1, 2], [3], [3, 4], [5], [6], [7]]
     assert torch.equal(segments_mask(segments, 8), _mask(rows))
     # one-token sequences attend to themselves like padding does; no padding at all
     params = packed_row_params(torch.tensor([0, 1, 2, 5], dtype=torch.int32), 5)
-    assert _packed_row_segments(params, 5, 5, 1) == [Segment(0, 2, True), Segment(2, 5, False)]
+    assert params.cu_seqlens_q_padded.tolist() == [0, 1, 2, 5]
+    assert params.max_seqlen_q == 3
+    assert _packed_row_segments(params, 5, 5) == [Segment(0, 2, True), Segment(2, 5, False)]
 
 
 @pytest.mark.parametrize(
@@ -96,7 +103,7 @@ def test_packed_row_params_describe_one_self_attention_row():
     from nemo_red.models.sdpa_attention import _packed_row_segments, packed_row_params
 
     params = packed_row_params(torch.tensor([0, 2, 4], dtype=torch.int32), 4)
-    with pytest.raises(ValueError, match="batch size 1"):
-        _packed_row_segments(params, 4, 4, 2)
-    with pytest.raises(ValueError, match="batch size 1"):
-        _packed_row_segments(params, 1, 4, 1)  # a decoding step
+    with pytest.raises(ValueError, match="equal query and key"):
+        _packed_row_segments(params, 1, 4)  # a decoding step
+    with pytest.raises(ValueError, match="past the row"):
+        _packed_row_segments(params, 3, 3)

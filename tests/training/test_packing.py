@@ -1,9 +1,14 @@
-"""Padding-free packing of a step's sequences into micro-batches (by hand)."""
+"""Padding-free packing of a step's sequences into micro-batches (by hand, and a packed
+sequence against the same sequence alone)."""
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from nemo_red.training.packing import SequenceBatch, pack, pack_step, plan_micro_batches
+from tests.torchrun import run_torchrun
 
 
 def _batch(lengths, prompts):
@@ -60,3 +65,16 @@ def test_select_trims_response_fields():
     batch = batch.with_fields(old_logprobs=torch.arange(10.0).reshape(2, 5))
     sub = batch.select([0])
     assert sub.old_logprobs.tolist() == [[0.0, 1.0]]
+
+
+@pytest.mark.distributed
+def test_a_packed_sequence_scores_as_if_alone(tmp_path):
+    # behind a 3,000-token sequence, in fp32 and bf16; the control feeds the same row as a
+    # dense mask, where rotary positions run over the row instead of restarting
+    out = tmp_path / "report.json"
+    run_torchrun(Path(__file__).with_name("_packing_worker.py"), 1, ["--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["float32"] < 1e-6, report
+    assert report["bfloat16"] < 1e-6, report
+    assert report["float32_control_row_positions"] > 2e-5, report
+    assert report["bfloat16_control_row_positions"] > 1e-2, report
