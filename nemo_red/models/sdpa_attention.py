@@ -184,6 +184,12 @@ def _packed_row_segments(params: PackedSeqParams, sq: int, sk: int) -> list[Segm
     bounds = cu_q.tolist()
     if bounds[-1] > sq:
         raise ValueError(f"cu_seqlens end at {bounds[-1]}, past the row of {sq} tokens")
+    padded = params.cu_seqlens_q_padded
+    if padded is not None and padded.tolist() not in (bounds, [*bounds, sq]):
+        raise ValueError(
+            "padding between packed sequences is not supported: cu_seqlens_q_padded "
+            f"{padded.tolist()} must be cu_seqlens_q {bounds}, optionally followed by {sq}"
+        )
     return _segments([*bounds[:-1], *range(bounds[-1], sq)], sq)
 
 

@@ -107,3 +107,7 @@ def test_packed_row_params_describe_one_self_attention_row():
         _packed_row_segments(params, 1, 4)  # a decoding step
     with pytest.raises(ValueError, match="past the row"):
         _packed_row_segments(params, 3, 3)
+    # per-sequence padding (Transformer Engine's thd convention) is not what the rows hold
+    params.cu_seqlens_q_padded = torch.tensor([0, 3, 6], dtype=torch.int32)
+    with pytest.raises(ValueError, match="padding between packed sequences"):
+        _packed_row_segments(params, 6, 6)
