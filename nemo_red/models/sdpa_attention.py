@@ -190,7 +190,10 @@ def _packed_row_segments(params: PackedSeqParams, sq: int, sk: int) -> list[Segm
             "padding between packed sequences is not supported: cu_seqlens_q_padded "
             f"{padded.tolist()} must be cu_seqlens_q {bounds}, optionally followed by {sq}"
         )
-    return _segments([*bounds[:-1], *range(bounds[-1], sq)], sq)
+    segments = _segments(bounds[:-1], bounds[-1]) if len(bounds) > 1 else []
+    if bounds[-1] < sq:  # the padding: one run, not a start per token (this runs per layer)
+        _append(segments, Segment(bounds[-1], sq, True))
+    return segments
 
 
 def _segments(starts: list[int], length: int) -> list[Segment]:
@@ -198,13 +201,16 @@ def _segments(starts: list[int], length: int) -> list[Segment]:
     segments merged into one ``self_only`` run."""
     segments: list[Segment] = []
     for start, end in zip(starts, [*starts[1:], length], strict=True):
-        if end - start > 1:
-            segments.append(Segment(start, end, False))
-        elif segments and segments[-1].self_only:
-            segments[-1] = segments[-1]._replace(end=end)
-        else:
-            segments.append(Segment(start, end, True))
+        _append(segments, Segment(start, end, end - start == 1))
     return segments
+
+
+def _append(segments: list[Segment], segment: Segment) -> None:
+    """Appends ``segment``, merging it into a ``self_only`` run it continues."""
+    if segment.self_only and segments and segments[-1].self_only:
+        segments[-1] = segments[-1]._replace(end=segment.end)
+    else:
+        segments.append(segment)
 
 
 def _causal_segments(mask: torch.Tensor | None, sq: int, sk: int) -> list[Segment] | None:
