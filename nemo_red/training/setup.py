@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model, load_weights
 from nemo_red.training.config import TrainConfig
 
 
@@ -97,11 +97,11 @@ def tiny_shape(config: TrainConfig, vocab_size: int) -> Qwen2Shape:
 
 
 def build_policy(
-    config: TrainConfig, tokenizer: Any, load_weights: bool = True
+    config: TrainConfig, tokenizer: Any, read_weights: bool = True
 ) -> tuple[torch.nn.Module, Qwen2Shape]:
     """This rank's megatron model: loaded from ``model.path`` or initialised from scratch.
 
-    With ``load_weights`` False only the architecture is read from ``model.path``: for a
+    With ``read_weights`` False only the architecture is read from ``model.path``: for a
     run whose weights come from a checkpoint next (a resume, ``model.init_checkpoint``).
     """
     from megatron.core import parallel_state as ps
@@ -117,14 +117,14 @@ def build_policy(
     if path is None:
         shape = tiny_shape(config, len(tokenizer))
     elif (Path(path) / checkpoint_io.META).is_file():
-        if load_weights:
+        if read_weights:
             shape, state = checkpoint_io.load_megatron_shard(Path(path), tp, tp_rank, pp, pp_rank)
         else:
             hf_config = checkpoint_io.read_megatron_meta(Path(path))["hf_config"]
             shape = Qwen2Shape.from_hf_config(hf_config)
     else:
         shape = Qwen2Shape.from_hf_config(checkpoint_io.read_hf_config(Path(path)))
-        if load_weights:
+        if read_weights:
             hf = checkpoint_io.load_hf_state_dict(Path(path))
             state = hf_to_megatron(hf, shape, tp, tp_rank, pp, pp_rank)
     first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()

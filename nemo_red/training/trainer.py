@@ -117,7 +117,7 @@ class RedTrainer:
         latest = checkpoint.latest_checkpoint(self.run_dir / "checkpoints")
         # a checkpoint loaded after the build replaces the weights: do not read them twice
         self.parts = self._build(
-            load_weights=latest is None and config.model.init_checkpoint is None
+            read_weights=latest is None and config.model.init_checkpoint is None
         )
         self.runner = StepRunner(config, self.parts)
         self.start_step = self._resume(latest)
@@ -126,7 +126,7 @@ class RedTrainer:
         )
 
     # ---------------------------------------------------------------- building
-    def _build(self, load_weights: bool) -> RunParts:
+    def _build(self, read_weights: bool) -> RunParts:
         config = self.config
         files = prepare_data_files(config, self.run_dir)
         loaded = _load(config, files.train, config.data.layout, None, train=True)
@@ -157,7 +157,7 @@ class RedTrainer:
                 f"{sum(len(s.items) for s in evals)} evaluation problems",
                 file=sys.stderr,
             )
-        model, shape = build_policy(config, tokenizer, load_weights)
+        model, shape = build_policy(config, tokenizer, read_weights)
         trainer = config.trainer
         optim = OptimConfig(
             **dataclasses.asdict(trainer.optim),
