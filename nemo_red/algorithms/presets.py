@@ -114,6 +114,11 @@ class LossSpec:
             raise ValueError(f"a loss needs at least one term and unique term names: {names}")
 
     @property
+    def term_names(self) -> tuple[str, ...]:
+        """The names of the composed terms, in order."""
+        return tuple(t.term for t in self.terms)
+
+    @property
     def uses_online(self) -> bool:
         """Whether any term trains on the model's own rollouts."""
         return any(t.on in ("online", "all") for t in self.terms)

@@ -19,11 +19,22 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from nemo_red.algorithms.advantages import ADVANTAGE_ESTIMATORS
 from nemo_red.algorithms.aggregation import AGGREGATIONS
-from nemo_red.algorithms.presets import PRESETS
+from nemo_red.algorithms.presets import PRESETS, LossSpec, TermSpec
 
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key."""
+
+
+def _require(ok: bool, key: str, rule: str, value: Any) -> None:
+    """Raises a :class:`ConfigError` naming ``key`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
+def _at_least(section: str, minimum: float, **values: Any) -> None:
+    for name, value in values.items():
+        _require(value >= minimum, f"{section}.{name}", f">= {minimum}", value)
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,11 @@ class RunConfig:
     name: str = "run"
     output_dir: str = "runs/${run.name}"
     seed: int = 1
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name.strip()), "run.name", "a non-empty name", self.name)
+        _require(bool(self.output_dir.strip()), "run.output_dir", "a path", self.output_dir)
+        _require(self.seed >= 0, "run.seed", ">= 0", self.seed)
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,31 @@ class TinyModelConfig:
     intermediate_size: int = 256
     max_position_embeddings: int = 256
     rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        _at_least(
+            "model.tiny",
+            1,
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_position_embeddings,
+        )
+        _require(
+            self.hidden_size % self.num_heads == 0,
+            "model.tiny.hidden_size",
+            f"a multiple of num_heads ({self.num_heads})",
+            self.hidden_size,
+        )
+        _require(
+            self.num_heads % self.num_kv_heads == 0,
+            "model.tiny.num_heads",
+            f"a multiple of num_kv_heads ({self.num_kv_heads})",
+            self.num_heads,
+        )
+        _require(self.rope_theta > 0, "model.tiny.rope_theta", "> 0", self.rope_theta)
 
 
 @dataclass(frozen=True)
@@ -93,6 +134,26 @@ class ArithmeticConfig:
     max_value: int = 9
     operators: str = "+-"
 
+    def __post_init__(self) -> None:
+        from nemo_red.data.arithmetic import OPERATORS
+
+        key = "data.arithmetic"
+        _at_least(key, 1, train_size=self.train_size, test_size=self.test_size)
+        _at_least(key, 1, min_operands=self.min_operands, max_value=self.max_value)
+        _require(
+            self.max_operands >= self.min_operands,
+            f"{key}.max_operands",
+            f">= min_operands ({self.min_operands})",
+            self.max_operands,
+        )
+        ops = self.operators
+        _require(
+            bool(ops) and not set(ops) - set(OPERATORS) and len(set(ops)) == len(ops),
+            f"{key}.operators",
+            f"distinct characters of {OPERATORS!r}",
+            ops,
+        )
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -123,8 +184,37 @@ class DataConfig:
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
 
     def __post_init__(self) -> None:
-        if self.on_bad_row not in ("error", "skip"):
-            raise ConfigError(f"data.on_bad_row must be error or skip, got {self.on_bad_row!r}")
+        from nemo_red.data.layouts import LAYOUT_NAMES
+        from nemo_red.data.templates import TEMPLATES
+
+        _require(
+            self.on_bad_row in ("error", "skip"),
+            "data.on_bad_row",
+            "error or skip",
+            self.on_bad_row,
+        )
+        for key, layout in (("layout", self.layout), ("eval_layout", self.eval_layout)):
+            _require(
+                layout in ("auto", *LAYOUT_NAMES),
+                f"data.{key}",
+                f"one of {['auto', *LAYOUT_NAMES]}",
+                layout,
+            )
+        _require(
+            self.template in TEMPLATES, "data.template", f"one of {list(TEMPLATES)}", self.template
+        )
+        _at_least(
+            "data",
+            1,
+            eval_limit=self.eval_limit,
+            max_prompt_tokens=self.max_prompt_tokens,
+            max_response_tokens=self.max_response_tokens,
+        )
+        if self.eval_path is not None and self.train_path is None:
+            raise ConfigError(
+                "data.eval_path needs data.train_path (without it the generated task's own "
+                "test split is evaluated)"
+            )
 
 
 @dataclass(frozen=True)
@@ -133,6 +223,9 @@ class ParallelConfig:
 
     tp: int = 1
     pp: int = 1
+
+    def __post_init__(self) -> None:
+        _at_least("parallel", 1, tp=self.tp, pp=self.pp)
 
 
 @dataclass(frozen=True)
@@ -151,14 +244,21 @@ class RolloutConfig:
     eval_n: int = 1
 
     def __post_init__(self) -> None:
-        if self.engine not in ("native", "hf", "vllm", "trtllm"):
-            raise ConfigError(
-                f"rollout.engine must be native, hf, vllm or trtllm, not {self.engine!r}"
-            )
-        if self.n < 1 or self.eval_n < 1:
-            raise ConfigError(
-                f"rollout.n and rollout.eval_n must be >= 1, got {self.n} and {self.eval_n}"
-            )
+        engines = ("native", "hf", "vllm", "trtllm")
+        _require(self.engine in engines, "rollout.engine", f"one of {list(engines)}", self.engine)
+        _at_least(
+            "rollout",
+            1,
+            n=self.n,
+            eval_n=self.eval_n,
+            max_new_tokens=self.max_new_tokens,
+            max_batch_size=self.max_batch_size,
+        )
+        _require(self.temperature > 0, "rollout.temperature", "> 0", self.temperature)
+        _at_least("rollout", 0, eval_temperature=self.eval_temperature, top_k=self.top_k)
+        _require(0 < self.top_p <= 1, "rollout.top_p", "in (0, 1]", self.top_p)
+        if self.eval_max_new_tokens is not None:
+            _at_least("rollout", 1, eval_max_new_tokens=self.eval_max_new_tokens)
 
 
 @dataclass(frozen=True)
@@ -169,6 +269,17 @@ class RegulatorConfig:
     clip_low: float = 1.0
     clip_high: float | None = None
 
+    def __post_init__(self) -> None:
+        _at_least("algorithm.regulator", 1, window=self.window)
+        _at_least("algorithm.regulator", 0, clip_low=self.clip_low)
+        if self.clip_high is not None:
+            _require(
+                self.clip_high >= self.clip_low,
+                "algorithm.regulator.clip_high",
+                f">= clip_low ({self.clip_low}) or null (= rollout.n)",
+                self.clip_high,
+            )
+
 
 @dataclass(frozen=True)
 class StageConfig:
@@ -176,6 +287,9 @@ class StageConfig:
 
     preset: str = "red"
     steps: int = 1
+
+    def __post_init__(self) -> None:
+        _at_least("algorithm.stages[]", 1, steps=self.steps)
 
 
 @dataclass(frozen=True)
@@ -192,8 +306,7 @@ class HPTConfig:
     sft_coef: float = 0.3
 
     def __post_init__(self) -> None:
-        if self.gate < 0 or self.sft_coef < 0:
-            raise ConfigError(f"algorithm.hpt: gate and sft_coef must be >= 0, got {self}")
+        _at_least("algorithm.hpt", 0, gate=self.gate, sft_coef=self.sft_coef)
 
 
 @dataclass(frozen=True)
@@ -210,8 +323,7 @@ class ReliftConfig:
     preset: str = "sft"
 
     def __post_init__(self) -> None:
-        if self.buffer_size < 1:
-            raise ConfigError(f"algorithm.relift.buffer_size must be >= 1, got {self.buffer_size}")
+        _at_least("algorithm.relift", 1, buffer_size=self.buffer_size)
 
 
 SCHEDULES = ("plain", "hpt", "relift")
@@ -258,6 +370,64 @@ class AlgorithmConfig:
             raise ConfigError(
                 f"algorithm.aggregation {self.aggregation!r} unknown; valid: {AGGREGATIONS.names()}"
             )
+        _at_least(
+            "algorithm",
+            0,
+            kl_coef=self.kl_coef,
+            sft_warmup_steps=self.sft_warmup_steps,
+            overlong_buffer=self.overlong_buffer,
+        )
+        self._check_term_params()
+
+    def presets_used(self) -> list[str]:
+        """Every preset a step of this algorithm may train with (SFT warm-up included)."""
+        names = [self.preset, *(s.preset for s in self.stages)]
+        if self.sft_warmup_steps and not self.stages:
+            names.append("sft")
+        if self.schedule == "relift":
+            names.append(self.relift.preset)
+        return list(dict.fromkeys(names))
+
+    def _check_term_params(self) -> None:
+        """Each overridden term exists in some preset used, and its params are valid."""
+        for section, overrides in (
+            ("term_params", self.term_params),
+            ("coefficient_params", self.coefficient_params),
+        ):
+            for term in overrides:
+                used = [p for p in self.presets_used() if term in PRESETS.get(p).term_names]
+                if not used:
+                    raise ConfigError(
+                        f"algorithm.{section}.{term}: no preset of this run has a term "
+                        f"{term!r} (presets {self.presets_used()})"
+                    )
+        for preset in self.presets_used():
+            try:
+                self.loss_spec(preset)
+            except (ValueError, KeyError) as err:
+                raise ConfigError(f"algorithm (preset {preset!r}): {err}") from None
+
+    def loss_spec(self, preset: str) -> LossSpec:
+        """The preset with this config's overrides (advantage, aggregation, params, KL)."""
+        spec = PRESETS.get(preset)
+        changes: dict[str, Any] = {}
+        if self.advantage is not None:
+            changes["advantage"] = self.advantage
+        if self.aggregation is not None:
+            changes["aggregation"] = self.aggregation
+        if changes:
+            spec = dataclasses.replace(spec, **changes)
+        for term, params in self.term_params.items():
+            if term in spec.term_names:
+                spec = spec.with_term(term, params=dict(params))
+        for term, params in self.coefficient_params.items():
+            if term in spec.term_names:
+                spec = spec.with_term(term, coefficient_params=dict(params))
+        if self.kl_coef > 0:
+            spec = spec.with_extra_term(
+                TermSpec("kl_k3", "online", coefficient_params={"value": self.kl_coef})
+            )
+        return spec
 
     def _check_schedule(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -292,6 +462,21 @@ class OptimSection:
     weight_decay: float = 0.0
     clip_grad: float = 1.0
 
+    def __post_init__(self) -> None:
+        from nemo_red.training.optim import SCHEDULES as LR_SCHEDULES
+
+        key = "trainer.optim"
+        _require(self.lr > 0, f"{key}.lr", "> 0", self.lr)
+        _require(0 <= self.min_lr <= self.lr, f"{key}.min_lr", f"in [0, lr={self.lr}]", self.min_lr)
+        _require(
+            self.schedule in LR_SCHEDULES,
+            f"{key}.schedule",
+            f"one of {list(LR_SCHEDULES)}",
+            self.schedule,
+        )
+        _at_least(key, 0, warmup_steps=self.warmup_steps, weight_decay=self.weight_decay)
+        _require(self.clip_grad >= 0, f"{key}.clip_grad", ">= 0 (0: no clipping)", self.clip_grad)
+
 
 @dataclass(frozen=True)
 class TrainerConfig:
@@ -313,12 +498,37 @@ class TrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.prompts_per_step < 1 or self.total_steps < 1 or self.updates_per_step < 1:
-            raise ConfigError(
-                "trainer: prompts_per_step, total_steps, updates_per_step must be >= 1"
-            )
-        if self.prompts_per_step % self.updates_per_step:
-            raise ConfigError("trainer.updates_per_step must divide prompts_per_step")
+        _at_least(
+            "trainer",
+            1,
+            prompts_per_step=self.prompts_per_step,
+            updates_per_step=self.updates_per_step,
+            total_steps=self.total_steps,
+            token_budget=self.token_budget,
+            checkpoint_every=self.checkpoint_every,
+            grader_workers=self.grader_workers,
+        )
+        _require(
+            self.keep_checkpoints >= 2,
+            "trainer.keep_checkpoints",
+            ">= 2 (a damaged newest checkpoint falls back to the one before)",
+            self.keep_checkpoints,
+        )
+        _at_least(
+            "trainer",
+            0,
+            eval_every=self.eval_every,
+            max_consecutive_skips=self.max_consecutive_skips,
+        )
+        _require(
+            self.grader_timeout_s > 0, "trainer.grader_timeout_s", "> 0", self.grader_timeout_s
+        )
+        _require(
+            self.prompts_per_step % self.updates_per_step == 0,
+            "trainer.updates_per_step",
+            f"a divisor of prompts_per_step ({self.prompts_per_step})",
+            self.updates_per_step,
+        )
 
 
 @dataclass(frozen=True)
@@ -338,12 +548,13 @@ class TrainConfig:
         return Path(self.run.output_dir)
 
     def __post_init__(self) -> None:
-        optim, steps = self.trainer.optim, sum(s.steps for s in self.stages())
-        if optim.schedule != "constant" and steps <= optim.warmup_steps:
-            raise ConfigError(
-                f"trainer.optim.schedule {optim.schedule!r} decays after the warm-up: the run's "
-                f"{steps} steps must exceed trainer.optim.warmup_steps ({optim.warmup_steps})"
-            )
+        algo, rollout = self.algorithm, self.rollout
+        _require(
+            algo.overlong_buffer < rollout.max_new_tokens,
+            "algorithm.overlong_buffer",
+            f"below rollout.max_new_tokens ({rollout.max_new_tokens})",
+            algo.overlong_buffer,
+        )
         if (
             not self.algorithm.stages
             and self.algorithm.sft_warmup_steps >= self.trainer.total_steps
@@ -351,6 +562,12 @@ class TrainConfig:
             raise ConfigError(
                 f"algorithm.sft_warmup_steps ({self.algorithm.sft_warmup_steps}) must be below "
                 f"trainer.total_steps ({self.trainer.total_steps})"
+            )
+        optim, steps = self.trainer.optim, sum(s.steps for s in self.stages())
+        if optim.schedule != "constant" and steps <= optim.warmup_steps:
+            raise ConfigError(
+                f"trainer.optim.schedule {optim.schedule!r} decays after the warm-up: the run's "
+                f"{steps} steps must exceed trainer.optim.warmup_steps ({optim.warmup_steps})"
             )
 
     def stages(self) -> list[StageConfig]:

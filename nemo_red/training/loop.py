@@ -17,7 +17,6 @@ Where it departs from the paper's public code, and why:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,35 +25,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from nemo_red.algorithms import LossSpec, StepContext, TermSpec, get_preset
+from nemo_red.algorithms import LossSpec, StepContext
 from nemo_red.rollout.base import SamplingParams, logprob_gap
 from nemo_red.training.config import StageConfig, TrainConfig
 from nemo_red.training.groups import GroupInput, StepGroups, build_groups
 from nemo_red.training.schedules import ReliftBuffer, hpt_loss, route_hpt
-
-
-def build_loss(config: TrainConfig, preset: str) -> LossSpec:
-    """The preset with the configured overrides (advantage, aggregation, params, KL)."""
-    algo = config.algorithm
-    spec = get_preset(preset)
-    changes: dict[str, Any] = {}
-    if algo.advantage is not None:
-        changes["advantage"] = algo.advantage
-    if algo.aggregation is not None:
-        changes["aggregation"] = algo.aggregation
-    if changes:
-        spec = dataclasses.replace(spec, **changes)
-    for term, params in algo.term_params.items():
-        if term in {t.term for t in spec.terms}:
-            spec = spec.with_term(term, params=dict(params))
-    for term, params in algo.coefficient_params.items():
-        if term in {t.term for t in spec.terms}:
-            spec = spec.with_term(term, coefficient_params=dict(params))
-    if algo.kl_coef > 0:
-        spec = spec.with_extra_term(
-            TermSpec("kl_k3", "online", coefficient_params={"value": algo.kl_coef})
-        )
-    return spec
 
 
 class PhaseTimer:
@@ -111,7 +86,7 @@ class StepRunner:
 
     def loss_for(self, stage: StageConfig) -> LossSpec:
         """The loss of a step of ``stage``: its preset, overrides, and the schedule's terms."""
-        spec = build_loss(self.config, stage.preset)
+        spec = self.config.algorithm.loss_spec(stage.preset)
         algo = self.config.algorithm
         return hpt_loss(spec, algo.hpt.sft_coef) if algo.schedule == "hpt" else spec
 
@@ -219,7 +194,7 @@ class StepRunner:
         metrics["relift/sft_step"] = float(self.relift.full)
         if self.relift.full:
             buffered = [self.parts.train[i] for i in self.relift.drain()]
-            spec = build_loss(self.config, self.config.algorithm.relift.preset)
+            spec = self.config.algorithm.loss_spec(self.config.algorithm.relift.preset)
             inputs = [
                 GroupInput(p.prompt_ids, [], [], p.teacher_ids, self._teacher_reward(p))
                 for p in buffered

@@ -111,8 +111,15 @@ def test_schedule_configs_load():
 
 
 def test_coefficient_params_override_a_terms_coefficient():
-    from nemo_red.training.loop import build_loss
+    config = load_config(
+        None, ["algorithm.coefficient_params={nll: {value: 0.5}}", "algorithm.sft_warmup_steps=1"]
+    )
+    assert config.algorithm.loss_spec("sft").terms[0].coef_params.value == 0.5
+    assert config.algorithm.loss_spec("grpo") == get_preset("grpo")  # no nll term: unchanged
 
-    config = load_config(None, ["algorithm.coefficient_params={nll: {value: 0.5}}"])
-    assert build_loss(config, "sft").terms[0].coef_params.value == 0.5
-    assert build_loss(config, "grpo") == get_preset("grpo")  # no nll term: unchanged
+
+def test_params_of_a_term_no_preset_of_the_run_has_are_refused():
+    with pytest.raises(ConfigError, match=r"algorithm.coefficient_params.nll: no preset"):
+        load_config(None, ["algorithm.coefficient_params={nll: {value: 0.5}}"])
+    with pytest.raises(ConfigError, match=r"preset 'red'.*unknown .*params \['bogus'\]"):
+        load_config(None, ["algorithm.term_params={offline_pg: {bogus: 1}}"])
