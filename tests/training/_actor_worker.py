@@ -40,14 +40,15 @@ def _kill_during_save(step: int) -> None:
 
     from nemo_red.training import checkpoint
 
-    real_save = torch.save
+    real_save = checkpoint._save
 
-    def save(obj, path, *args, **kwargs):
-        real_save(obj, path, *args, **kwargs)
+    def save(obj, path):
+        record = real_save(obj, path)
         if f"step_{step:06d}.tmp" in str(path):
             os.kill(os.getpid(), signal.SIGKILL)
+        return record
 
-    checkpoint.torch.save = save
+    checkpoint._save = save
 
 
 def main() -> None:
