@@ -91,11 +91,15 @@ def _convert(args: argparse.Namespace) -> int:
 
     dtype = None if args.dtype is None else checkpoint_io.DTYPES[args.dtype]
     if args.direction == "hf-to-megatron":
-        shape = checkpoint_io.hf_to_megatron_checkpoint(args.src, args.dst, args.tp, args.pp, dtype)
+        shape = checkpoint_io.hf_to_megatron_checkpoint(
+            args.src, args.dst, args.tp, args.pp, dtype, overwrite=args.overwrite
+        )
         layout = f"TP={args.tp} x PP={args.pp}"
     else:
         max_bytes = None if args.max_shard_gb is None else int(args.max_shard_gb * 2**30)
-        shape = checkpoint_io.megatron_to_hf_checkpoint(args.src, args.dst, dtype, max_bytes)
+        shape = checkpoint_io.megatron_to_hf_checkpoint(
+            args.src, args.dst, dtype, max_bytes, overwrite=args.overwrite
+        )
         layout = "Hugging Face safetensors"
     print(
         f"wrote {args.dst} ({layout}; {shape.num_layers} layers, hidden {shape.hidden_size}, "
@@ -109,14 +113,35 @@ def _train(args: argparse.Namespace) -> int:
     from nemo_red.training.trainer import RedTrainer
 
     config = load_config(args.config, args.overrides)
-    trainer = RedTrainer(config)
+    trainer = RedTrainer(config, allow_config_change=args.allow_config_change)
+    run_dir = Path(config.run.output_dir)
     try:
-        metrics = trainer.train()
+        if trainer.complete:
+            print(
+                f"[nemo-red] {run_dir} is already complete (checkpoint at step "
+                f"{trainer.complete_at} of {trainer.total_steps}); its policy is in "
+                f"{run_dir / 'hf'}. To train on, raise trainer.total_steps and pass "
+                "--allow-config-change.",
+                file=sys.stderr,
+            )
+            metrics = _last_metrics(run_dir / "metrics.jsonl")
+        else:
+            metrics = trainer.train()
     finally:
         trainer.close()
     summary = {k: v for k, v in metrics.items() if k.startswith(("eval/", "reward/"))}
-    print(json.dumps({"run_dir": str(config.run.output_dir), **summary}))
+    print(json.dumps({"run_dir": str(run_dir), **summary}))
     return 0
+
+
+def _last_metrics(path: Path) -> dict:
+    """The last values of every metric in a run's log (evaluations included)."""
+    from nemo_red.monitoring.metrics_log import read_metrics
+
+    last: dict = {}
+    for row in read_metrics(path) if path.is_file() else []:
+        last.update(row)
+    return last
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -154,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. trainer.total_steps=10"
     )
+    train.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume a run although its config differs from the one it was started with "
+        "(e.g. more trainer.total_steps); the changes are recorded in config_history.jsonl",
+    )
     train.set_defaults(func=_train)
 
     plot = sub.add_parser("plot", help="draw the training-dynamics plots of a run directory")
@@ -186,11 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert", help="convert Qwen2 checkpoints HF <-> megatron")
     convert.add_argument("direction", choices=["hf-to-megatron", "megatron-to-hf"])
     convert.add_argument("src", type=Path, help="source checkpoint directory")
-    convert.add_argument("dst", type=Path, help="destination directory (replaced atomically)")
+    convert.add_argument(
+        "dst", type=Path, help="destination directory: new or empty (see --overwrite)"
+    )
     convert.add_argument("--tp", type=int, default=1, help="tensor-parallel size (to megatron)")
     convert.add_argument("--pp", type=int, default=1, help="pipeline stages (to megatron)")
     convert.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     convert.add_argument("--max-shard-gb", type=float, help="shard the HF export")
+    convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing destination, if it is a checkpoint of the kind written",
+    )
     convert.set_defaults(func=_convert)
     return parser
 
@@ -217,11 +255,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nemo-red`` console script."""
     _quiet_known_warnings()
     args = build_parser().parse_args(argv)
+    from nemo_red.outputs import LockedError
+
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ValueError, KeyError, FileNotFoundError, LockedError) as err:
         print(f"nemo-red {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only or unwritable directory
+        where = f"{err.filename}: " if err.filename else ""
+        print(
+            f"nemo-red {args.command}: error: {where}{err.strerror or err} (nothing written "
+            "before was removed; fix the cause and run the same command again)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from nemo_red.outputs import DirectoryLock, claim_directory
 from nemo_red.training.config import ConfigError, load_config
 
 DONE_FILE = "compare_done.json"
@@ -262,7 +263,7 @@ def execute(config: CompareConfig, run: PlannedRun) -> bool:
     """Trains one run unless it finished before; returns whether it is finished now."""
     if finished(run) is not None:
         return True
-    run.run_dir.mkdir(parents=True, exist_ok=True)
+    claim_directory(run.run_dir, "run")  # before compare.log: train then continues it
     threads = str(config.threads_per_worker)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     start = time.perf_counter()
@@ -284,10 +285,17 @@ def run_comparison(config: CompareConfig, log: Any = sys.stderr) -> dict[str, An
         The aggregate document (see ``aggregate.aggregate``) with ``failed``: the run
         directories whose training failed (their ``compare.log`` says why).
     """
+    start = time.perf_counter()
+    output = Path(config.output_dir)
+    claim_directory(output, "compare")
+    with DirectoryLock(output, "comparing"):
+        return _run_locked(config, log, start)
+
+
+def _run_locked(config: CompareConfig, log: Any, start: float) -> dict[str, Any]:
     from nemo_red.evaluation.report import run_info
     from nemo_red.experiments.aggregate import aggregate
 
-    start = time.perf_counter()
     base = base_model_run(config)
     if base is not None and not execute(config, base):
         raise RuntimeError(f"the base model run failed: see {base.run_dir / 'compare.log'}")

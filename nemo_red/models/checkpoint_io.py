@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from nemo_red.models.conversion import hf_to_megatron, megatron_to_hf
 from nemo_red.models.qwen2 import Qwen2Shape
+from nemo_red.outputs import check_new_destination, publish, staging_dir
 
 FORMAT = "nemo_red.megatron/1"
 META = "nemo_red_model.json"
@@ -81,26 +82,6 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
             shutil.copy2(Path(src) / name, Path(dst) / name)
 
 
-def _atomic_dir(dst: Path) -> Path:
-    tmp = Path(str(dst) + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _publish(tmp: Path, dst: Path) -> None:
-    if dst.exists():
-        old = Path(str(dst) + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        dst.rename(old)
-        tmp.rename(dst)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(dst)
-
-
 def save_hf_checkpoint(
     state: Mapping[str, torch.Tensor],
     shape: Qwen2Shape,
@@ -108,14 +89,19 @@ def save_hf_checkpoint(
     tokenizer_from: Path | None = None,
     max_shard_bytes: int | None = None,
     config: Mapping | None = None,
+    overwrite: bool = False,
 ) -> None:
-    """Writes a HF directory that ``transformers`` loads (written to a temp dir, then moved).
+    """Writes a HF directory that ``transformers`` loads (staged, then moved into place).
 
     Tied models keep ``lm_head.weight`` out of the file, as HF does. ``config`` (default: the
-    one ``shape`` implies) is written as ``config.json`` with its dtype updated.
+    one ``shape`` implies) is written as ``config.json`` with its dtype updated. An existing
+    ``directory`` is replaced only with ``overwrite`` and only if it is a HF checkpoint
+    (see :func:`nemo_red.outputs.check_new_destination`).
     """
     directory = Path(directory)
-    tmp = _atomic_dir(directory)
+    sources = [] if tokenizer_from is None else [Path(tokenizer_from)]
+    check_new_destination(directory, "hf", sources, overwrite)
+    tmp = staging_dir(directory)
     tensors = {k: v.contiguous() for k, v in state.items()}
     if shape.tie_word_embeddings:
         tensors.pop("lm_head.weight", None)
@@ -129,7 +115,7 @@ def save_hf_checkpoint(
         _save_sharded(tensors, tmp, max_shard_bytes)
     if tokenizer_from is not None:
         _copy_tokenizer(tokenizer_from, tmp)
-    _publish(tmp, directory)
+    publish(tmp, directory)
 
 
 def _save_sharded(tensors: dict[str, torch.Tensor], directory: Path, max_bytes: int) -> None:
@@ -158,9 +144,19 @@ def shard_file(tp_rank: int, pp_rank: int) -> str:
 
 
 def hf_to_megatron_checkpoint(
-    src: Path, dst: Path, tp_size: int = 1, pp_size: int = 1, dtype: torch.dtype | None = None
+    src: Path,
+    dst: Path,
+    tp_size: int = 1,
+    pp_size: int = 1,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
 ) -> Qwen2Shape:
-    """Converts a HF Qwen2 directory to a megatron directory for ``tp_size`` x ``pp_size``."""
+    """Converts a HF Qwen2 directory to a megatron directory for ``tp_size`` x ``pp_size``.
+
+    An existing ``dst`` is replaced only with ``overwrite`` and only if it is a megatron
+    checkpoint; ``dst`` must not be or contain ``src``.
+    """
+    check_new_destination(Path(dst), "megatron", [Path(src)], overwrite)
     config = read_hf_config(src)
     shape = Qwen2Shape.from_hf_config(config)
     shape.check(tp_size, pp_size)
@@ -168,7 +164,7 @@ def hf_to_megatron_checkpoint(
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
     dtype_name = _dtype_name(next(iter(state.values())).dtype)
-    tmp = _atomic_dir(Path(dst))
+    tmp = staging_dir(Path(dst))
     for pp_rank in range(pp_size):
         for tp_rank in range(tp_size):
             shard = hf_to_megatron(state, shape, tp_size, tp_rank, pp_size, pp_rank)
@@ -182,7 +178,7 @@ def hf_to_megatron_checkpoint(
     }
     (tmp / META).write_text(json.dumps(meta, indent=2))
     _copy_tokenizer(src, tmp)
-    _publish(tmp, Path(dst))
+    publish(tmp, Path(dst))
     return shape
 
 
@@ -224,15 +220,30 @@ def load_megatron_shard(
 
 
 def megatron_to_hf_checkpoint(
-    src: Path, dst: Path, dtype: torch.dtype | None = None, max_shard_bytes: int | None = None
+    src: Path,
+    dst: Path,
+    dtype: torch.dtype | None = None,
+    max_shard_bytes: int | None = None,
+    overwrite: bool = False,
 ) -> Qwen2Shape:
-    """Exports a megatron directory as a HF directory (``transformers`` loads it)."""
+    """Exports a megatron directory as a HF directory (``transformers`` loads it).
+
+    An existing ``dst`` is replaced only with ``overwrite`` and only if it is a HF
+    checkpoint; ``dst`` must not be or contain ``src``.
+    """
+    check_new_destination(Path(dst), "hf", [Path(src)], overwrite)
     meta = read_megatron_meta(src)
     shape = Qwen2Shape.from_hf_config(meta["hf_config"])
     state = megatron_to_hf(_load_all_shards(src, meta), shape)
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
     save_hf_checkpoint(
-        state, shape, dst, Path(src), max_shard_bytes=max_shard_bytes, config=meta["hf_config"]
+        state,
+        shape,
+        dst,
+        Path(src),
+        max_shard_bytes=max_shard_bytes,
+        config=meta["hf_config"],
+        overwrite=overwrite,
     )
     return shape

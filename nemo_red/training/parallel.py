@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 import random
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from nemo_red.models.megatron_cpu import apply_cpu_patches
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,3 +82,23 @@ def shutdown_distributed() -> None:
     parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def on_rank0(fn: Callable[[], T]) -> T:
+    """Runs ``fn`` on rank 0 only; every rank returns its result or raises its exception.
+
+    So a check or a write done once (the run directory, generated data) that fails on
+    rank 0 fails on every rank with the same message, instead of leaving the others
+    waiting at the next collective.
+    """
+    box: list[Any] = [(None, None)]
+    if dist.get_rank() == 0:
+        try:
+            box = [(fn(), None)]
+        except Exception as err:
+            box = [(None, err)]
+    dist.broadcast_object_list(box, src=0)
+    result, error = box[0]
+    if error is not None:
+        raise error
+    return result

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model, load_weights
+from nemo_red.outputs import make_readable
 from nemo_red.training.config import TrainConfig
+from nemo_red.training.parallel import on_rank0
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,12 @@ class DataFiles:
     eval: Path | None
 
 
-def _on_rank0(fn: Any) -> None:
-    if dist.get_rank() == 0:
-        fn()
-    dist.barrier()
+def prepare_data_files(config: TrainConfig, run_dir: Path, fresh: bool) -> DataFiles:
+    """The configured files, or the generated arithmetic task written into the run.
 
-
-def prepare_data_files(config: TrainConfig, run_dir: Path) -> DataFiles:
-    """The configured files, or the generated arithmetic task written into the run."""
+    The task is generated when the run starts ``fresh`` (from step 0: an earlier start
+    that failed may have generated it with other settings) or its files are missing.
+    """
     data = config.data
     if data.train_path is not None:
         return DataFiles(Path(data.train_path), Path(data.eval_path) if data.eval_path else None)
@@ -50,16 +49,19 @@ def prepare_data_files(config: TrainConfig, run_dir: Path) -> DataFiles:
     files = DataFiles(folder / "train.jsonl", folder / "test.jsonl")
 
     def write() -> None:
-        if not files.train.is_file():
-            write_jsonl(task.generate(arith.train_size, "train"), files.train)
-            write_jsonl(task.generate(arith.test_size, "test"), files.eval)
+        if fresh or not files.train.is_file():
+            write_jsonl(task.generate(arith.train_size, "train"), folder / "train.jsonl")
+            write_jsonl(task.generate(arith.test_size, "test"), folder / "test.jsonl")
 
-    _on_rank0(write)
+    on_rank0(write)
     return files
 
 
-def prepare_tokenizer(config: TrainConfig, run_dir: Path, problems: list[Any]) -> Any:
-    """The configured tokenizer, or a small BPE trained on the training problems (tiny runs)."""
+def prepare_tokenizer(config: TrainConfig, run_dir: Path, problems: list[Any], fresh: bool) -> Any:
+    """The configured tokenizer, or a small BPE trained on the training problems (tiny runs).
+
+    The BPE is trained when the run starts ``fresh`` or when it is missing.
+    """
     from transformers import AutoTokenizer
 
     path = config.model.tokenizer_path or config.model.path
@@ -68,14 +70,14 @@ def prepare_tokenizer(config: TrainConfig, run_dir: Path, problems: list[Any]) -
     folder = run_dir / "tokenizer"
 
     def train() -> None:
-        if (folder / "tokenizer.json").is_file():
+        if not fresh and (folder / "tokenizer.json").is_file():
             return
         from nemo_red.data.tokenizer import train_tokenizer
 
         texts = [p.question for p in problems] + [p.teacher for p in problems if p.teacher]
         train_tokenizer(texts, vocab_size=512, path=folder)
 
-    _on_rank0(train)
+    on_rank0(train)
     return AutoTokenizer.from_pretrained(folder)
 
 
@@ -142,10 +144,14 @@ def export_policy(actor: Any, tokenizer: Any, folder: Path) -> Path:
     from nemo_red.training.weights import full_hf_state_dict
 
     state = full_hf_state_dict(actor)
-    if dist.get_rank() == 0:
-        save_hf_checkpoint(state, actor.shape, folder)
+
+    def write() -> None:
+        # the run owns its exports: a new one replaces the last (if it is a HF checkpoint)
+        save_hf_checkpoint(state, actor.shape, folder, overwrite=True)
         tokenizer.save_pretrained(folder)
-    dist.barrier()
+        make_readable(folder)
+
+    on_rank0(write)
     return folder
 
 

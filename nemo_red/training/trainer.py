@@ -1,10 +1,13 @@
 """``RedTrainer``: builds a run from a :class:`TrainConfig`, trains, checkpoints, resumes.
 
-A run directory holds ``config.yaml``, ``metrics.jsonl``, ``tensorboard/``,
-``checkpoints/`` (see ``checkpoint.py``), ``hf/`` (the final policy as a Hugging Face
-checkpoint with its tokenizer) and ``plots/``. Starting a run whose directory has a
-checkpoint resumes from it; the metrics log is cut back to the checkpoint's step, so a
-killed-and-resumed run logs what an uninterrupted one would.
+A run directory holds ``config.yaml`` and ``config_history.jsonl`` (see ``run_dir.py``),
+``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` (see ``checkpoint.py``), ``hf/``
+(the final policy as a Hugging Face checkpoint with its tokenizer) and ``plots/``.
+Starting a run whose directory has a checkpoint resumes from the newest intact one, if
+the config is the one it was started with (or ``allow_config_change``); the metrics log
+is cut back to the checkpoint's step, so a killed-and-resumed run logs what an
+uninterrupted one would. A run whose checkpoint is at its last step is complete: starting
+it again builds nothing and says so.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
-from omegaconf import OmegaConf
 
 from nemo_red.algorithms import EntropyRegulator
 from nemo_red.data.dataset import ProblemSampler, stop_token_ids, tokenize_problems
@@ -36,7 +38,13 @@ from nemo_red.training.evaluation import (
 )
 from nemo_red.training.loop import StepRunner, stage_at
 from nemo_red.training.optim import OptimConfig
-from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdown_distributed
+from nemo_red.training.parallel import (
+    ParallelLayout,
+    init_distributed,
+    on_rank0,
+    shutdown_distributed,
+)
+from nemo_red.training.run_dir import RunDirectory
 from nemo_red.training.setup import (
     build_engine,
     build_policy,
@@ -101,36 +109,70 @@ def _tokenize(
 
 
 class RedTrainer:
-    """Trains the policy of ``config`` (call :meth:`train`); collective over all ranks."""
+    """Trains the policy of ``config`` (call :meth:`train`); collective over all ranks.
 
-    def __init__(self, config: TrainConfig) -> None:
+    Args:
+        config: The run's config.
+        allow_config_change: Resume a checkpoint even though the config differs from the
+            one the run was started with (see ``run_dir.py`` for what may change).
+    """
+
+    def __init__(self, config: TrainConfig, allow_config_change: bool = False) -> None:
         self.config = config
         self.run_dir = Path(config.run.output_dir)
         init_distributed(ParallelLayout(config.parallel.tp, config.parallel.pp), config.run.seed)
         self.rank0 = dist.get_rank() == 0
-        if self.rank0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(
-                OmegaConf.to_yaml(OmegaConf.structured(config))
-            )
-        dist.barrier()
-        latest = checkpoint.latest_checkpoint(self.run_dir / "checkpoints")
+        self.directory = RunDirectory(self.run_dir)
+        try:
+            self._start(allow_config_change)
+        except BaseException:
+            self.directory.close()
+            shutdown_distributed()
+            raise
+
+    def _start(self, allow_config_change: bool) -> None:
+        """Claims the run directory, finds the checkpoint to resume, builds the run."""
+        config = self.config
+        checkpoints = self.run_dir / "checkpoints"
+
+        def claim() -> dict[str, Any]:
+            self.directory.open()
+            resuming = bool(checkpoint.candidates(checkpoints))
+            return self.directory.check_config(config, resuming, allow_config_change)
+
+        changes = on_rank0(claim)
+        latest = checkpoint.find_resumable(checkpoints)
+        self.complete_at = None if latest is None else self._completed_step(latest)
+        if self.complete_at is not None:
+            return
         # a checkpoint loaded after the build replaces the weights: do not read them twice
         self.parts = self._build(
-            read_weights=latest is None and config.model.init_checkpoint is None
+            read_weights=latest is None and config.model.init_checkpoint is None,
+            fresh=latest is None,
         )
         self.runner = StepRunner(config, self.parts)
         self.start_step = self._resume(latest)
+        on_rank0(lambda: self.directory.record_start(config, self.start_step, changes))
         self.log = MetricsWriter(
             self.run_dir, self.config.trainer.tensorboard, self.rank0, resume_step=self.start_step
         )
 
+    def _completed_step(self, latest: Path) -> int | None:
+        """The step of ``latest`` when it ends the run (None while steps remain)."""
+        step = int(checkpoint.read_meta(latest)["step"])
+        return step if step >= self.total_steps else None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the run had already finished when this start found it."""
+        return self.complete_at is not None
+
     # ---------------------------------------------------------------- building
-    def _build(self, read_weights: bool) -> RunParts:
+    def _build(self, read_weights: bool, fresh: bool) -> RunParts:
         config = self.config
-        files = prepare_data_files(config, self.run_dir)
+        files = prepare_data_files(config, self.run_dir, fresh)
         loaded = _load(config, files.train, config.data.layout, None, train=True)
-        tokenizer = prepare_tokenizer(config, self.run_dir, loaded.problems)
+        tokenizer = prepare_tokenizer(config, self.run_dir, loaded.problems, fresh)
         train, dropped = _tokenize(config, loaded.problems, tokenizer, teacher=True)
         evals: list[EvalSet] = []
         if files.eval is not None:
@@ -287,10 +329,12 @@ class RedTrainer:
         dist.barrier()
 
     def close(self) -> None:
-        """Stops the grader workers, the engine and the process groups."""
-        self.parts.grader.grader.close()
-        self.parts.engine.shutdown()
-        self.log.close()
+        """Stops the grader workers, the engine and the process groups; frees the run."""
+        if not self.complete:
+            self.parts.grader.grader.close()
+            self.parts.engine.shutdown()
+            self.log.close()
+        self.directory.close()
         shutdown_distributed()
 
 
