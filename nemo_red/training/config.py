@@ -386,6 +386,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         raise ConfigError(
             f"{path or 'config'}: {str(err).splitlines()[0]} (key {err.full_key})"
         ) from None
+    # The schema is the structured TrainConfig, so to_object builds one.
+    assert isinstance(config, TrainConfig)
     return config
 
 

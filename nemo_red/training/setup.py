@@ -47,15 +47,15 @@ def prepare_data_files(config: TrainConfig, run_dir: Path) -> DataFiles:
         seed=config.run.seed,
     )
     folder = run_dir / "data"
-    files = DataFiles(folder / "train.jsonl", folder / "test.jsonl")
+    train, test = folder / "train.jsonl", folder / "test.jsonl"
 
     def write() -> None:
-        if not files.train.is_file():
-            write_jsonl(task.generate(arith.train_size, "train"), files.train)
-            write_jsonl(task.generate(arith.test_size, "test"), files.eval)
+        if not train.is_file():
+            write_jsonl(task.generate(arith.train_size, "train"), train)
+            write_jsonl(task.generate(arith.test_size, "test"), test)
 
     _on_rank0(write)
-    return files
+    return DataFiles(train, test)
 
 
 def prepare_tokenizer(config: TrainConfig, run_dir: Path, problems: list[Any]) -> Any:
