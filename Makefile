@@ -1,7 +1,8 @@
 # Set-up and checks. `make test` works on a fresh machine: it creates .venv when absent,
 # installs the project (torch pinned to the CPU wheel when no NVIDIA driver is present),
-# then runs ruff and the whole test suite, and the vLLM engine's tests against the CPU build
-# of vLLM in its own environment (.venv-vllm; `make test VLLM_TESTS=0` leaves them out).
+# then runs the linters (ruff, mypy) and the whole test suite, and the vLLM engine's tests
+# against the CPU build of vLLM in its own environment (.venv-vllm; `make test VLLM_TESTS=0`
+# leaves them out).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,6 +25,7 @@ setup: $(STAMP)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff check --fix .

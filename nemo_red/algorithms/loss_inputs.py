@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -66,7 +67,9 @@ class LossBatch:
     def select(self, rows: torch.Tensor) -> LossBatch:
         """The micro-batch made of ``rows`` (an index or bool tensor over ``B``)."""
         fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        return LossBatch(**{k: None if v is None else v[rows] for k, v in fields.items()})
+        # Each field is a tensor, or None where it is optional.
+        selected: dict[str, Any] = {k: None if v is None else v[rows] for k, v in fields.items()}
+        return LossBatch(**selected)
 
 
 POPULATIONS = ("online", "offline", "all")

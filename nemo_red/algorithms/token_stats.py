@@ -17,6 +17,8 @@ global statistics; backward is local. Both variants run the same autograd functi
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -127,9 +129,11 @@ def _chunk_grad(
 class _TokenStats(torch.autograd.Function):
     """Autograd function behind both public variants (see the module docstring)."""
 
+    # ``ctx`` is Any, as in torch's own signatures: it carries our ``geometry`` and, in
+    # backward, ``saved_tensors`` (which ``FunctionCtx`` does not declare).
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         logits: Tensor,
         targets: Tensor,
         geometry: tuple[int, int, int],
@@ -147,7 +151,7 @@ class _TokenStats(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         g_logp: Tensor | None,
         g_ent: Tensor | None,
     ) -> tuple[Tensor | None, ...]:

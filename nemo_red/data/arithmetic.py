@@ -24,7 +24,7 @@ import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 __all__ = ["LEVELS", "ArithmeticTask", "evaluate", "split_of", "teacher_trace", "write_jsonl"]
 
@@ -256,11 +256,20 @@ class ArithmeticTask:
         return rows
 
 
+class _Level(TypedDict):
+    """The :class:`ArithmeticTask` fields a level sets."""
+
+    min_operands: int
+    max_operands: int
+    max_value: int
+    operators: str
+
+
 # Presets, easiest first. Level 1 is the tiny CPU default. With two operands only, every
 # problem is one fact of a table and held-out problems are unseen facts (a small model
 # memorizes the train split and fails the test split); with three operands as well, the
 # test problems' steps are facts that train traces hold, and the task generalizes.
-LEVELS: dict[int, dict[str, int | str]] = {
+LEVELS: dict[int, _Level] = {
     1: {"min_operands": 2, "max_operands": 3, "max_value": 9, "operators": "+-"},
     2: {"min_operands": 2, "max_operands": 4, "max_value": 9, "operators": "+-*"},
     3: {"min_operands": 2, "max_operands": 4, "max_value": 20, "operators": "+-*"},

@@ -125,9 +125,10 @@ def tokenize_problems(
     prompt_ids = _encode(tokenizer, prompts, add_special_tokens=template.kind == "string")
 
     with_teacher = [i for i, p in enumerate(problems) if use_teacher and p.teacher is not None]
-    teachers = []
+    teachers: list[str] = []
     for i in with_teacher:
         text = problems[i].teacher
+        assert text is not None  # with_teacher holds only problems with a trace
         if prompts[i].endswith(THINK_PREFIX) and text.startswith(THINK_PREFIX):
             text = text[len(THINK_PREFIX) :]
         teachers.append(text)

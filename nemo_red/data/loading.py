@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from nemo_red.data.layouts import FieldMap, resolve_field_map
 from nemo_red.data.records import DataError, Problem
@@ -144,7 +144,7 @@ def load_problems(
     path: PathLike | Sequence[PathLike],
     layout: str = "auto",
     fields: FieldMap | Mapping[str, Any] | None = None,
-    on_bad_row: Literal["error", "skip"] = "error",
+    on_bad_row: str = "error",
     require_teacher: bool = False,
     limit: int | None = None,
 ) -> LoadResult:

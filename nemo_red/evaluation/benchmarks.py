@@ -48,7 +48,8 @@ class Benchmark:
         kind: ``math`` (math-verify on the last ``\\boxed{}``) or ``choice`` (an option letter).
         layout: A data layout (``nemo_red.data.layouts``) for math, a choice layout
             (``CHOICE_LAYOUTS``) for multiple choice.
-        fields: Overrides of the layout's field paths (e.g. the id field).
+        fields: Overrides of the layout's field paths (e.g. the id field); a path is a
+            string, or a list of strings for a choice layout's ``incorrect``.
         samples: Samples per problem in the RED paper's evaluation.
         title: A human-readable name.
     """
@@ -56,7 +57,7 @@ class Benchmark:
     name: str
     kind: Kind
     layout: str
-    fields: Mapping[str, str] = field(default_factory=dict)
+    fields: Mapping[str, Any] = field(default_factory=dict)
     samples: int = 1
     title: str = ""
 
@@ -203,7 +204,7 @@ def resolve_benchmarks(
 
 
 def _choice_fields(spec: Benchmark) -> ChoiceFields:
-    values = dict(spec.fields)
+    values: dict[str, Any] = dict(spec.fields)
     if "incorrect" in values:
         values["incorrect"] = tuple(values["incorrect"])
     valid = {f.name for f in dataclasses.fields(ChoiceFields)}

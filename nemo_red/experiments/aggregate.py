@@ -267,11 +267,13 @@ def aggregate(
             },
         }
         curves[arm] = {k: mean_curve([series(r, k) for r in rows.values()]) for k in keys}
-    base = None
+    base: dict[str, Any] | None = None
+    base_accuracy = None
     if base_run is not None:
         curve = series(read_metrics(base_run / "metrics.jsonl"), accuracy_key)
-        base = {"final_accuracy": final_value(curve), "curve": _json_curve(curve)}
-    table = markdown_table(summaries, None if base is None else base["final_accuracy"])
+        base_accuracy = final_value(curve)
+        base = {"final_accuracy": base_accuracy, "curve": _json_curve(curve)}
+    table = markdown_table(summaries, base_accuracy)
     document: dict[str, Any] = {
         "info": dict(info or {}),
         "accuracy_key": accuracy_key,

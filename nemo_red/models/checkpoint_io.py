@@ -128,7 +128,7 @@ def _save_sharded(tensors: dict[str, torch.Tensor], directory: Path, max_bytes: 
             size = 0
         groups[-1][key] = tensors[key]
         size += nbytes
-    weight_map = {}
+    weight_map: dict[str, str] = {}
     for i, group in enumerate(groups, start=1):
         name = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
         save_file(group, directory / name, metadata={"format": "pt"})

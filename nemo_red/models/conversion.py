@@ -19,7 +19,7 @@ Everything here is pure tensor code on state dicts; reading and writing files is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -124,7 +124,7 @@ def hf_to_megatron(
 
 
 def megatron_to_hf(
-    shards: list[list[Mapping[str, Tensor]]], shape: Qwen2Shape
+    shards: Sequence[Sequence[Mapping[str, Tensor]]], shape: Qwen2Shape
 ) -> dict[str, Tensor]:
     """The HF Qwen2 state dict from megatron shards indexed ``[pp_rank][tp_rank]``."""
     pp_size, tp_size = len(shards), len(shards[0])

@@ -14,6 +14,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -124,7 +125,7 @@ def _patch_tensor_cuda() -> Undo:
     return _set_attr(torch.Tensor, "cuda", _tensor_stays)
 
 
-def _on_cpu(device: object) -> object:
+def _on_cpu(device: torch.device | str | int | None) -> torch.device | str | int | None:
     return "cpu" if device == "cuda" else device
 
 
@@ -135,16 +136,26 @@ class _TorchWithCpuDefault:
         return getattr(torch, name)
 
     @staticmethod
-    def zeros(*args: object, device: object = None, **kwargs: object) -> torch.Tensor:
+    def zeros(
+        *args: Any, device: torch.device | str | int | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        # The sizes and the rest pass through to torch's own overloads.
         return torch.zeros(*args, device=_on_cpu(device), **kwargs)
 
     @staticmethod
-    def tensor(*args: object, device: object = None, **kwargs: object) -> torch.Tensor:
-        return torch.tensor(*args, device=_on_cpu(device), **kwargs)
+    def tensor(
+        data: Any, *, device: torch.device | str | int | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        # torch.tensor takes its data positionally and all else by keyword.
+        return torch.tensor(data, device=_on_cpu(device), **kwargs)
 
 
 def _undo_in_reverse(undos: list[Undo]) -> Undo:
-    return lambda: [undo() for undo in reversed(undos)]
+    def undo_all() -> None:
+        for undo in reversed(undos):
+            undo()
+
+    return undo_all
 
 
 def _patch_module_torch(*modules: object) -> Undo:
@@ -167,7 +178,7 @@ def _patch_optimizer_devices() -> Undo:
 _REAL_TENSOR_TYPE = torch.Tensor.type
 
 
-def _type_named_as_cuda(self: torch.Tensor, *args: object, **kwargs: object) -> object:
+def _type_named_as_cuda(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
     """``Tensor.type()`` naming a CPU tensor as its CUDA counterpart (no-argument form only)."""
     if args or kwargs or self.device.type != "cpu":
         return _REAL_TENSOR_TYPE(self, *args, **kwargs)
@@ -179,7 +190,8 @@ def _reporting_cuda_types(function: Callable) -> Callable:
 
     @functools.wraps(function)
     def wrapper(*args: object, **kwargs: object) -> object:
-        torch.Tensor.type = _type_named_as_cuda  # type: ignore[method-assign]
+        # A monkeypatch: one function for all of Tensor.type's overloads.
+        torch.Tensor.type = _type_named_as_cuda  # type: ignore[method-assign, assignment]
         try:
             return function(*args, **kwargs)
         finally:

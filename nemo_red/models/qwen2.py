@@ -41,13 +41,14 @@ class Qwen2Shape:
     @classmethod
     def from_hf_config(cls, config: dict[str, Any] | str | Path) -> Qwen2Shape:
         """Reads a HF config dict or ``config.json`` path; unsupported models fail clearly."""
-        source = "config"
-        if not isinstance(config, dict):
+        if isinstance(config, dict):
+            source, values = "config", config
+        else:
             source = str(config)
             path = Path(config)
-            config = json.loads((path / "config.json" if path.is_dir() else path).read_text())
-        architectures = config.get("architectures") or [config.get("model_type", "?")]
-        if architectures[0] not in SUPPORTED_ARCHITECTURES and config.get("model_type") != "qwen2":
+            values = json.loads((path / "config.json" if path.is_dir() else path).read_text())
+        architectures = values.get("architectures") or [values.get("model_type", "?")]
+        if architectures[0] not in SUPPORTED_ARCHITECTURES and values.get("model_type") != "qwen2":
             raise ValueError(
                 f"{source}: unsupported architecture {architectures[0]!r}; "
                 f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
@@ -59,22 +60,22 @@ class Qwen2Shape:
             "num_hidden_layers",
             "num_attention_heads",
         )
-        missing = [k for k in required if k not in config]
+        missing = [k for k in required if k not in values]
         if missing:
             raise ValueError(f"{source}: missing fields {missing}")
-        if config.get("rope_scaling"):
-            raise ValueError(f"{source}: rope_scaling {config['rope_scaling']} is not supported")
+        if values.get("rope_scaling"):
+            raise ValueError(f"{source}: rope_scaling {values['rope_scaling']} is not supported")
         shape = cls(
-            vocab_size=int(config["vocab_size"]),
-            hidden_size=int(config["hidden_size"]),
-            intermediate_size=int(config["intermediate_size"]),
-            num_layers=int(config["num_hidden_layers"]),
-            num_heads=int(config["num_attention_heads"]),
-            num_kv_heads=int(config.get("num_key_value_heads") or config["num_attention_heads"]),
-            rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(config.get("rope_theta", 10000.0)),
-            max_position_embeddings=int(config.get("max_position_embeddings", 32768)),
-            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            vocab_size=int(values["vocab_size"]),
+            hidden_size=int(values["hidden_size"]),
+            intermediate_size=int(values["intermediate_size"]),
+            num_layers=int(values["num_hidden_layers"]),
+            num_heads=int(values["num_attention_heads"]),
+            num_kv_heads=int(values.get("num_key_value_heads") or values["num_attention_heads"]),
+            rms_norm_eps=float(values.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(values.get("rope_theta", 10000.0)),
+            max_position_embeddings=int(values.get("max_position_embeddings", 32768)),
+            tie_word_embeddings=bool(values.get("tie_word_embeddings", False)),
         )
         shape.check()
         return shape

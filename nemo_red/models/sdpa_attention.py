@@ -44,7 +44,7 @@ from torch.nn import functional
 class SDPADotProductAttention(DotProductAttention):
     """``DotProductAttention`` whose forward runs ``F.scaled_dot_product_attention``."""
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         query: torch.Tensor,
         key: torch.Tensor,

@@ -267,8 +267,8 @@ def read_scalars(path: str | Path) -> dict[str, list[tuple[int, float]]]:
                 elif field == 7 and isinstance(value, bytes):
                     purge = (1, _SESSION_START) in list(_fields(value))
             if purge:
-                for tag, points in scalars.items():
-                    scalars[tag] = [(s, v) for s, v in points if s < step]
+                for name, points in scalars.items():
+                    scalars[name] = [(s, v) for s, v in points if s < step]
             for value in values:
                 fields = dict(_fields(value))
                 tag, simple = fields.get(1), fields.get(2)

@@ -67,7 +67,10 @@ def extract_boxed(text: str) -> str | None:
     starts = [match.end() for match in _BOX_COMMAND.finditer(text)]
     for after in reversed(starts):
         # Whitespace runs between box commands are disjoint, so all skips stay linear.
-        brace = _WHITESPACE.match(text, after).end()
+        # ``\s*`` matches at every position, so there is always a match.
+        whitespace = _WHITESPACE.match(text, after)
+        assert whitespace is not None
+        brace = whitespace.end()
         if brace < len(text) and text[brace] == "{":
             return _braced_content(text, brace)
         bare = _BARE_TOKEN.match(text, after)

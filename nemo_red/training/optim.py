@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from megatron.core.transformer import TransformerConfig
 
 SCHEDULES = ("constant", "linear", "cosine")
 
@@ -88,7 +91,7 @@ def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> tuple[Any, An
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
-    config = model.config
+    config: TransformerConfig = model.config  # a megatron module's config
     if not config.calculate_per_token_loss:
         raise ValueError("set model.config.calculate_per_token_loss before build_optimizer")
     ddp = DistributedDataParallel(

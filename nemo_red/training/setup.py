@@ -46,15 +46,15 @@ def prepare_data_files(config: TrainConfig, run_dir: Path, fresh: bool) -> DataF
         seed=config.run.seed,
     )
     folder = run_dir / "data"
-    files = DataFiles(folder / "train.jsonl", folder / "test.jsonl")
+    train, test = folder / "train.jsonl", folder / "test.jsonl"
 
     def write() -> None:
-        if fresh or not files.train.is_file():
-            write_jsonl(task.generate(arith.train_size, "train"), folder / "train.jsonl")
-            write_jsonl(task.generate(arith.test_size, "test"), folder / "test.jsonl")
+        if fresh or not train.is_file():
+            write_jsonl(task.generate(arith.train_size, "train"), train)
+            write_jsonl(task.generate(arith.test_size, "test"), test)
 
     on_rank0(write)
-    return files
+    return DataFiles(train, test)
 
 
 def prepare_tokenizer(config: TrainConfig, run_dir: Path, problems: list[Any], fresh: bool) -> Any:

@@ -63,7 +63,9 @@ def test_the_source_the_current_directory_and_its_parents_are_refused(tmp_path, 
 def test_publish_replaces_only_after_the_new_directory_is_complete(tmp_path):
     dst = _hf_dir(tmp_path / "hf")
     tmp = staging_dir(dst)
-    assert tmp.parent == tmp_path and tmp.name == ".hf.incomplete" and not any(tmp.iterdir())
+    assert tmp.parent == tmp_path
+    assert tmp.name == ".hf.incomplete"
+    assert not any(tmp.iterdir())
     (tmp / "config.json").write_text('{"new": 1}')
     os.chmod(tmp / "config.json", 0o600)  # as safetensors writes its files
     publish(tmp, dst)
@@ -93,7 +95,8 @@ def test_claim_creates_marks_continues_and_refuses_foreign_directories(tmp_path)
     assert json.loads((run / MARKER).read_text())["kind"] == "run"
     (run / "metrics.jsonl").write_text("")
     assert claim_directory(run, "run") is False
-    assert is_kind(run, "run") and not is_kind(run, "eval")
+    assert is_kind(run, "run")
+    assert not is_kind(run, "eval")
     with pytest.raises(DestinationError, match="is not a nemo-red eval output directory"):
         claim_directory(run, "eval")
     home = tmp_path / "home"

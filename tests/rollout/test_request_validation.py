@@ -70,3 +70,23 @@ def test_logprob_gap():
     gap = logprob_gap(engine, actor, mask)
     assert gap["logprob_gap/max"] == pytest.approx(0.1)
     assert gap["logprob_gap/mean"] == pytest.approx(0.05)
+
+
+def test_an_hf_engine_refuses_work_after_shutdown():
+    from nemo_red.rollout.hf_engine import HFEngine
+
+    engine = HFEngine.from_config(
+        {
+            "vocab_size": 32,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 64,
+        }
+    )
+    engine.shutdown()
+    engine.shutdown()  # idempotent
+    with pytest.raises(RuntimeError, match="shut down"):
+        engine.generate([[1, 2]], SamplingParams(max_new_tokens=2))

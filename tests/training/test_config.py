@@ -103,3 +103,9 @@ def test_defaults_from_cycles_and_missing_files(tmp_path):
         load_config(tmp_path / "a.yaml")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_yaml_list_is_not_a_config(tmp_path):
+    (tmp_path / "list.yaml").write_text("- rollout.n=2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(tmp_path / "list.yaml")

@@ -39,9 +39,7 @@ def test_resuming_with_another_config_is_refused_unless_allowed(tmp_path):
         # a start from step 0 (no checkpoint) may change anything
         assert run.check_config(changed, resuming=False, allow_change=False) == changes
         run.record_start(changed, 150, changes)
-        history = [
-            json.loads(line) for line in (tmp_path / "run" / "config_history.jsonl").open()
-        ]
+        history = [json.loads(line) for line in (tmp_path / "run" / "config_history.jsonl").open()]
         assert [h["start_step"] for h in history] == [0, 150]
         assert history[1]["changed"]["trainer.total_steps"] == {"from": 200, "to": 300}
         assert history[1]["config"]["trainer"]["total_steps"] == 300
