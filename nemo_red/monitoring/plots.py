@@ -3,40 +3,89 @@
 Drawn with matplotlib's object-oriented API on the Agg canvas (no display, no pyplot
 state). A series is the values of one key over the steps of the rows that have the key: a
 row without the key adds no point (evaluation every k steps draws one connected line), a
-``null`` value breaks the line (a gap). A plot none of whose keys has a value is not
-written.
+``null`` value breaks the line (a gap). A run plot (see :data:`RUN_PLOTS`) is one or more
+panels stacked over a shared step axis; a panel none of whose keys has a value is left
+out, and a plot none of whose panels is left is not written. The step axis has integer
+ticks.
+
+The figures are built by :func:`run_figure` and :func:`comparison_figure` (which tests
+inspect) and written by :func:`plot_run` and :func:`plot_comparison`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nemo_red.monitoring.metrics_log import read_metrics
 
-__all__ = ["RUN_PLOTS", "plot_comparison", "plot_run", "series"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-# File name -> (title, y label, keys drawn).
-RUN_PLOTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "entropy.png": ("Token entropy", "entropy (nats)", ("entropy/h_rl", "entropy/h_sft")),
-    "weight.png": ("Offline weight", "w", ("entropy/w",)),
-    "accuracy.png": (
-        "Accuracy",
-        "accuracy",
-        ("reward/online_accuracy", "reward/offline_accuracy", "eval/accuracy"),
-    ),
-    "response_length.png": (
-        "Response length",
-        "tokens",
-        ("length/online_mean", "length/offline_mean"),
-    ),
-    "clip_fraction.png": ("Clip fraction", "fraction", ("online/clip_frac", "offline/clip_frac")),
-}
-_MARKER_MAX_POINTS = 60  # fewer points than this: also draw markers (isolated points show)
+__all__ = [
+    "RUN_PLOTS",
+    "Panel",
+    "RunPlot",
+    "comparison_figure",
+    "plot_comparison",
+    "plot_run",
+    "run_figure",
+    "series",
+    "set_step_axis",
+]
 
 Rows = Sequence[Mapping[str, Any]]
+Line = tuple[list[int], list[float]]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One axes of a run plot.
+
+    Attributes:
+        ylabel: The y-axis label.
+        keys: The metrics drawn, one line each.
+    """
+
+    ylabel: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunPlot:
+    """One PNG of a run: a title and its panels, top to bottom."""
+
+    title: str
+    panels: tuple[Panel, ...]
+
+
+# File name -> what it draws.
+RUN_PLOTS: dict[str, RunPlot] = {
+    "entropy.png": RunPlot(
+        "Token entropy", (Panel("entropy (nats)", ("entropy/h_rl", "entropy/h_sft")),)
+    ),
+    "weight.png": RunPlot("Offline weight", (Panel("w", ("entropy/w",)),)),
+    "accuracy.png": RunPlot(
+        "Accuracy",
+        (
+            Panel(
+                "accuracy",
+                ("reward/online_accuracy", "reward/offline_accuracy", "eval/accuracy"),
+            ),
+        ),
+    ),
+    "response_length.png": RunPlot(
+        "Response length", (Panel("tokens", ("length/online_mean", "length/offline_mean")),)
+    ),
+    "clip_fraction.png": RunPlot(
+        "Clip fraction", (Panel("fraction", ("online/clip_frac", "offline/clip_frac")),)
+    ),
+}
+_MARKER_MAX_POINTS = 60  # fewer points than this: also draw markers (isolated points show)
 
 
 def _as_float(value: Any) -> float:
@@ -72,18 +121,16 @@ _LINE_STYLES = ("-", "--", ":")
 _LEGEND_INSIDE_MAX = 6
 
 
-def _draw(
-    lines: Mapping[str, tuple[list[int], list[float]]],
-    title: str,
-    ylabel: str,
-    out_path: Path,
-    faint: Mapping[str, tuple[list[int], list[float]]] | None = None,
-) -> Path:
-    from matplotlib.figure import Figure
+def set_step_axis(ax: Axes) -> None:
+    """Integer ticks on the step axis (steps are whole: no tick at 2.5)."""
+    from matplotlib.ticker import MaxNLocator
 
-    many = len(lines) > _LEGEND_INSIDE_MAX
-    fig = Figure(figsize=(9.0, 4.5) if many else (7.0, 4.0), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _draw_lines(
+    ax: Axes, lines: Mapping[str, Line], faint: Mapping[str, Line] | None = None
+) -> None:
     for index, (label, (steps, values)) in enumerate(lines.items()):
         marker = "o" if len(steps) < _MARKER_MAX_POINTS else None
         # the colour cycle has 10 colours: later lines change style so no two look alike
@@ -93,14 +140,50 @@ def _draw(
         )
         if faint and label in faint:
             ax.plot(*faint[label], color=line.get_color(), alpha=0.25, linewidth=1.0)
-    ax.set_title(title)
-    ax.set_xlabel("step")
+
+
+def _finish_axes(ax: Axes, ylabel: str, legend_beside: bool) -> None:
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    if many:
+    set_step_axis(ax)
+    if legend_beside:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     else:
         ax.legend(loc="best", fontsize="small")
+
+
+def _panel_lines(rows: Rows, panel: Panel) -> dict[str, Line]:
+    lines = {key: series(rows, key) for key in panel.keys}
+    return {key: line for key, line in lines.items() if _has_data(line[1])}
+
+
+def run_figure(rows: Rows, plot: RunPlot) -> Figure | None:
+    """The figure of one run plot, or None when none of its keys has a value.
+
+    Args:
+        rows: The run's metrics rows.
+        plot: What to draw (an entry of :data:`RUN_PLOTS`).
+
+    Returns:
+        The figure, its panels (the ones with data) top to bottom sharing the step axis.
+    """
+    from matplotlib.figure import Figure
+
+    drawn = [(panel, lines) for panel in plot.panels if (lines := _panel_lines(rows, panel))]
+    if not drawn:
+        return None
+    beside = any(len(lines) > _LEGEND_INSIDE_MAX for _, lines in drawn)
+    fig = Figure(figsize=(9.0 if beside else 7.0, 4.0), dpi=100, layout="constrained")
+    axes = fig.subplots(len(drawn), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (panel, lines) in zip(axes, drawn, strict=True):
+        _draw_lines(ax, lines)
+        _finish_axes(ax, panel.ylabel, beside)
+    axes[0].set_title(plot.title)
+    axes[-1].set_xlabel("step")
+    return fig
+
+
+def _save(fig: Figure, out_path: Path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path)
     return out_path
@@ -122,11 +205,10 @@ def plot_run(metrics_jsonl: str | Path | Rows, out_dir: str | Path) -> list[Path
     else:
         rows = metrics_jsonl
     written = []
-    for name, (title, ylabel, keys) in RUN_PLOTS.items():
-        lines = {key: series(rows, key) for key in keys}
-        lines = {key: line for key, line in lines.items() if _has_data(line[1])}
-        if lines:
-            written.append(_draw(lines, title, ylabel, Path(out_dir) / name))
+    for name, plot in RUN_PLOTS.items():
+        fig = run_figure(rows, plot)
+        if fig is not None:
+            written.append(_save(fig, Path(out_dir) / name))
     return written
 
 
@@ -141,6 +223,36 @@ def _ema(values: Sequence[float], weight: float) -> list[float]:
         norm = weight * norm + (1.0 - weight)
         out.append(last / norm)
     return out
+
+
+def comparison_figure(
+    runs: Mapping[str, Rows], key: str, smoothing: float = 0.0, title: str | None = None
+) -> Figure | None:
+    """The figure of :func:`plot_comparison`, or None when no run has a value of ``key``.
+
+    Raises:
+        ValueError: When ``smoothing`` is outside ``[0, 1)``.
+    """
+    from matplotlib.figure import Figure
+
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    raw = {name: series(rows, key) for name, rows in runs.items()}
+    raw = {name: line for name, line in raw.items() if _has_data(line[1])}
+    if not raw:
+        return None
+    beside = len(raw) > _LEGEND_INSIDE_MAX
+    fig = Figure(figsize=(9.0, 4.5) if beside else (7.0, 4.0), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    if smoothing > 0.0:
+        smooth = {name: (steps, _ema(values, smoothing)) for name, (steps, values) in raw.items()}
+        _draw_lines(ax, smooth, faint=raw)
+    else:
+        _draw_lines(ax, raw)
+    ax.set_title(title or key)
+    ax.set_xlabel("step")
+    _finish_axes(ax, key, beside)
+    return fig
 
 
 def plot_comparison(
@@ -166,13 +278,5 @@ def plot_comparison(
     Raises:
         ValueError: When ``smoothing`` is outside ``[0, 1)``.
     """
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-    raw = {name: series(rows, key) for name, rows in runs.items()}
-    raw = {name: line for name, line in raw.items() if _has_data(line[1])}
-    if not raw:
-        return None
-    if smoothing > 0.0:
-        lines = {name: (steps, _ema(values, smoothing)) for name, (steps, values) in raw.items()}
-        return _draw(lines, title or key, key, Path(out_path), faint=raw)
-    return _draw(raw, title or key, key, Path(out_path))
+    fig = comparison_figure(runs, key, smoothing, title)
+    return None if fig is None else _save(fig, Path(out_path))

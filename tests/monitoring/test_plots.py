@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from nemo_red.monitoring import MetricsLog
-from nemo_red.monitoring.plots import RUN_PLOTS, plot_comparison, plot_run, series
+from nemo_red.monitoring.plots import (
+    RUN_PLOTS,
+    comparison_figure,
+    plot_comparison,
+    plot_run,
+    run_figure,
+    series,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -77,3 +84,26 @@ def test_plot_comparison(tmp_path: Path) -> None:
     assert not (tmp_path / "absent.png").exists()
     with pytest.raises(ValueError, match="smoothing"):
         plot_comparison(runs, "entropy/w", tmp_path / "w.png", smoothing=1.0)
+
+
+def _integer_ticks(ax) -> bool:
+    from matplotlib.ticker import MaxNLocator
+
+    locator = ax.xaxis.get_major_locator()
+    return isinstance(locator, MaxNLocator) and locator._integer
+
+
+def test_step_axis_has_integer_ticks() -> None:
+    rows = _rows(4)  # few steps: a default locator would tick at 0.5, 1.5, ...
+    for plot in RUN_PLOTS.values():
+        fig = run_figure(rows, plot)
+        assert fig is not None
+        for ax in fig.axes:
+            assert _integer_ticks(ax), plot.title
+            fig.canvas.draw()
+            assert all(t == int(t) for t in ax.get_xticks())
+    fig = comparison_figure({"a": rows, "b": _rows(3)}, "entropy/w")
+    assert fig is not None
+    assert _integer_ticks(fig.axes[0])
+    fig.canvas.draw()
+    assert all(t == int(t) for t in fig.axes[0].get_xticks())
