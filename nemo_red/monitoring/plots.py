@@ -122,10 +122,14 @@ _LEGEND_INSIDE_MAX = 6
 
 
 def set_step_axis(ax: Axes) -> None:
-    """Integer ticks on the step axis (steps are whole: no tick at 2.5)."""
+    """Integer ticks on the step axis (steps are whole: no tick at 2.5).
+
+    Integers even when the axis spans only one step (a single evaluation): matplotlib
+    falls back to fractional ticks when fewer than ``min_n_ticks`` integers are in view.
+    """
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def _draw_lines(

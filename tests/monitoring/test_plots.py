@@ -107,3 +107,11 @@ def test_step_axis_has_integer_ticks() -> None:
     assert _integer_ticks(fig.axes[0])
     fig.canvas.draw()
     assert all(t == int(t) for t in fig.axes[0].get_xticks())
+
+
+def test_single_step_gets_an_integer_tick() -> None:
+    fig = run_figure([{"step": 3, "entropy/w": 0.5}], RUN_PLOTS["weight.png"])
+    assert fig is not None
+    fig.canvas.draw()
+    low, high = fig.axes[0].get_xlim()
+    assert [t for t in fig.axes[0].get_xticks() if low <= t <= high] == [3.0]
