@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,10 +50,30 @@ class Panel:
     Attributes:
         ylabel: The y-axis label.
         keys: The metrics drawn, one line each.
+        pattern: A :mod:`fnmatch` pattern: the keys of the rows matching it are drawn too
+            (after ``keys``, sorted), e.g. one line per benchmark.
+        percent: The values are fractions, drawn x100 (the axis then reads %).
+        prominent: The key drawn as the thick line on top (the one to read first).
+        height: The panel's height relative to a full one.
+        min_span: The least y range (drawn units): a nearly constant series then reads as
+            flat, not as noise magnified to fill the panel.
     """
 
     ylabel: str
-    keys: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    pattern: str | None = None
+    percent: bool = False
+    prominent: str | None = None
+    height: float = 1.0
+    min_span: float = 0.0
+
+    def keys_in(self, rows: Rows) -> list[str]:
+        """The keys this panel draws from ``rows`` (with or without values)."""
+        keys = list(self.keys)
+        if self.pattern is not None:
+            found = {k for row in rows for k in row if fnmatchcase(k, self.pattern)}
+            keys += sorted(found - set(keys))
+        return keys
 
 
 @dataclass(frozen=True)
@@ -69,12 +90,35 @@ RUN_PLOTS: dict[str, RunPlot] = {
         "Token entropy", (Panel("entropy (nats)", ("entropy/h_rl", "entropy/h_sft")),)
     ),
     "weight.png": RunPlot("Offline weight", (Panel("w", ("entropy/w",)),)),
+    # the teacher trace is right nearly always: its own small panel, so that its 100% does
+    # not squash the online and held-out accuracy against the bottom
     "accuracy.png": RunPlot(
         "Accuracy",
         (
             Panel(
-                "accuracy",
-                ("reward/online_accuracy", "reward/offline_accuracy", "eval/accuracy"),
+                "accuracy (%)",
+                ("eval/accuracy", "reward/online_accuracy"),
+                percent=True,
+                prominent="eval/accuracy",
+            ),
+            Panel(
+                "teacher (%)",
+                ("reward/offline_accuracy",),
+                percent=True,
+                height=0.35,
+                min_span=20.0,
+            ),
+        ),
+    ),
+    "benchmarks.png": RunPlot(
+        "Benchmark accuracy",
+        (
+            Panel(
+                "accuracy (%)",
+                ("eval/overall/accuracy",),
+                pattern="eval/*/accuracy",
+                percent=True,
+                prominent="eval/overall/accuracy",
             ),
         ),
     ),
@@ -82,7 +126,8 @@ RUN_PLOTS: dict[str, RunPlot] = {
         "Response length", (Panel("tokens", ("length/online_mean", "length/offline_mean")),)
     ),
     "clip_fraction.png": RunPlot(
-        "Clip fraction", (Panel("fraction", ("online/clip_frac", "offline/clip_frac")),)
+        "Clip fraction",
+        (Panel("clipped tokens (%)", ("online/clip_frac", "offline/clip_frac"), percent=True),),
     ),
 }
 _MARKER_MAX_POINTS = 60  # fewer points than this: also draw markers (isolated points show)
@@ -132,15 +177,49 @@ def set_step_axis(ax: Axes) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
+# what a person reads in a legend, for the keys whose name says less
+_LABELS = {
+    "eval/accuracy": "held-out",
+    "eval/overall/accuracy": "overall",
+    "reward/online_accuracy": "online rollouts",
+    "reward/offline_accuracy": "teacher trace",
+}
+
+
+def _label(key: str) -> str:
+    if key in _LABELS:
+        return _LABELS[key]
+    if key.startswith("eval/") and key.endswith("/accuracy"):
+        return key.removeprefix("eval/").removesuffix("/accuracy")  # a benchmark's name
+    return key
+
+
 def _draw_lines(
-    ax: Axes, lines: Mapping[str, Line], faint: Mapping[str, Line] | None = None
+    ax: Axes,
+    lines: Mapping[str, Line],
+    faint: Mapping[str, Line] | None = None,
+    prominent: str | None = None,
+    first_colour: int = 0,
 ) -> None:
-    for index, (label, (steps, values)) in enumerate(lines.items()):
+    """One line per entry; colours continue from ``first_colour`` (the panels above)."""
+    for index, (label, (steps, values)) in enumerate(lines.items(), start=first_colour):
         marker = "o" if len(steps) < _MARKER_MAX_POINTS else None
         # the colour cycle has 10 colours: later lines change style so no two look alike
         style = _LINE_STYLES[(index // 10) % len(_LINE_STYLES)]
+        width, size, alpha = 1.5, 3.0, 1.0
+        if prominent is not None:  # the prominent line thick on top, the others faded
+            width, size, alpha = (2.5, 4.0, 1.0) if label == prominent else (1.0, 2.0, 0.6)
         (line,) = ax.plot(
-            steps, values, label=label, marker=marker, markersize=3, linewidth=1.5, linestyle=style
+            steps,
+            values,
+            label=label,
+            color=f"C{index % 10}",
+            marker=marker,
+            markersize=size,
+            linewidth=width,
+            linestyle=style,
+            alpha=alpha,
+            zorder=3 if label == prominent else 2,
         )
         if faint and label in faint:
             ax.plot(*faint[label], color=line.get_color(), alpha=0.25, linewidth=1.0)
@@ -156,9 +235,31 @@ def _finish_axes(ax: Axes, ylabel: str, legend_beside: bool) -> None:
         ax.legend(loc="best", fontsize="small")
 
 
+def _percent(line: Line) -> Line:
+    steps, values = line
+    return steps, [100.0 * v for v in values]
+
+
 def _panel_lines(rows: Rows, panel: Panel) -> dict[str, Line]:
-    lines = {key: series(rows, key) for key in panel.keys}
-    return {key: line for key, line in lines.items() if _has_data(line[1])}
+    """The panel's lines with data, by key, in drawn units (percent when the panel says)."""
+    lines = {key: series(rows, key) for key in panel.keys_in(rows)}
+    lines = {key: line for key, line in lines.items() if _has_data(line[1])}
+    return {key: _percent(line) for key, line in lines.items()} if panel.percent else lines
+
+
+def _scale_y(ax: Axes, panel: Panel, lines: Mapping[str, Line]) -> None:
+    """Percent axes start at 0; a panel's y range is at least ``min_span`` wide."""
+    finite = [v for _, values in lines.values() for v in values if not math.isnan(v)]
+    low, high = min(finite), max(finite)
+    if high - low < panel.min_span:
+        bottom, top = high - panel.min_span, high
+        if low >= 0.0 > bottom:
+            bottom, top = 0.0, panel.min_span
+        pad = 0.05 * panel.min_span
+        ax.set_ylim(bottom - pad, top + pad)
+    elif panel.percent and low >= 0.0:
+        ax.set_ylim(bottom=0.0)
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
 
 
 def run_figure(rows: Rows, plot: RunPlot) -> Figure | None:
@@ -177,10 +278,17 @@ def run_figure(rows: Rows, plot: RunPlot) -> Figure | None:
     if not drawn:
         return None
     beside = any(len(lines) > _LEGEND_INSIDE_MAX for _, lines in drawn)
-    fig = Figure(figsize=(9.0 if beside else 7.0, 4.0), dpi=100, layout="constrained")
-    axes = fig.subplots(len(drawn), 1, sharex=True, squeeze=False)[:, 0]
+    heights = [panel.height for panel, _ in drawn]
+    size = (9.0 if beside else 7.0, 0.9 + 3.1 * sum(heights))
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    axes = fig.subplots(len(drawn), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
+    colours = 0  # each line of the figure its own colour, over all its panels
     for ax, (panel, lines) in zip(axes, drawn, strict=True):
-        _draw_lines(ax, lines)
+        labelled = {_label(key): line for key, line in lines.items()}
+        prominent = _label(panel.prominent) if panel.prominent in lines else None
+        _draw_lines(ax, labelled, prominent=prominent, first_colour=colours)
+        colours += len(lines)
+        _scale_y(ax, panel, lines)
         _finish_axes(ax, panel.ylabel, beside)
     axes[0].set_title(plot.title)
     axes[-1].set_xlabel("step")

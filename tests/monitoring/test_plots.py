@@ -38,6 +38,8 @@ def _rows(steps: int = 30) -> list[dict]:
         }
         if step % 10 == 0:
             row["eval/accuracy"] = step / 40
+            row["eval/gsm8k/accuracy"] = step / 50
+            row["eval/overall/accuracy"] = step / 50
         rows.append(row)
     return rows
 
@@ -65,7 +67,7 @@ def test_plot_run_from_log(tmp_path: Path) -> None:
 def test_missing_and_empty_keys_are_skipped(tmp_path: Path) -> None:
     rows = [
         {"step": s, "entropy/h_rl": 1.0, "entropy/w": None, "eval/accuracy": 0.5} for s in range(4)
-    ]
+    ]  # no benchmark: eval/accuracy is the held-out set, not a match of eval/*/accuracy
     written = plot_run(rows, tmp_path)
     assert [p.name for p in written] == ["entropy.png", "accuracy.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png", "entropy.png"]
@@ -107,6 +109,53 @@ def test_step_axis_has_integer_ticks() -> None:
     assert _integer_ticks(fig.axes[0])
     fig.canvas.draw()
     assert all(t == int(t) for t in fig.axes[0].get_xticks())
+
+
+def _lines(ax) -> dict[str, list[float]]:
+    """The axes' lines by legend label, their y values."""
+    return {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+
+
+def test_accuracy_in_percent_teacher_on_its_own_axes() -> None:
+    rows = [
+        {"step": 1, "reward/offline_accuracy": 1.0},
+        {"step": 2, "reward/online_accuracy": 0.25, "reward/offline_accuracy": 1.0},
+        {"step": 3, "reward/online_accuracy": 0.5, "reward/offline_accuracy": 0.75},
+        {"step": 3, "eval/accuracy": 0.05},
+    ]
+    fig = run_figure(rows, RUN_PLOTS["accuracy.png"])
+    assert fig is not None
+    main, teacher = fig.axes
+    assert _lines(main) == {"held-out": [5.0], "online rollouts": [25.0, 50.0]}
+    assert _lines(teacher) == {"teacher trace": [100.0, 100.0, 75.0]}
+    assert "%" in main.get_ylabel()
+    assert "%" in teacher.get_ylabel()
+    # the teacher's 100% does not stretch the accuracy axis
+    assert main.get_ylim()[0] == 0.0
+    assert main.get_ylim()[1] < 60.0
+    widths = {line.get_label(): line.get_linewidth() for line in main.get_lines()}
+    assert widths["held-out"] > widths["online rollouts"]  # the line to read first
+
+
+def test_constant_teacher_accuracy_reads_flat() -> None:
+    rows = [{"step": s, "reward/offline_accuracy": 1.0} for s in range(1, 6)]
+    fig = run_figure(rows, RUN_PLOTS["accuracy.png"])
+    assert fig is not None
+    (teacher,) = fig.axes  # no online or held-out accuracy: their panel is left out
+    low, high = teacher.get_ylim()
+    assert low <= 80.0 < 100.0 < high
+
+
+def test_benchmarks_plot_one_line_per_benchmark(tmp_path: Path) -> None:
+    rows = [
+        {"step": 5, "eval/accuracy": 0.1, "eval/math/accuracy": 0.2, "eval/aime/accuracy": 0.0},
+        {"step": 10, "eval/math/accuracy": 0.3, "eval/overall/accuracy": 0.2},
+    ]
+    fig = run_figure(rows, RUN_PLOTS["benchmarks.png"])
+    assert fig is not None
+    assert _lines(fig.axes[0]) == {"overall": [20.0], "aime": [0.0], "math": [20.0, 30.0]}
+    assert [p.name for p in plot_run(rows, tmp_path)] == ["accuracy.png", "benchmarks.png"]
+    assert run_figure([{"step": 1, "eval/accuracy": 0.5}], RUN_PLOTS["benchmarks.png"]) is None
 
 
 def test_single_step_gets_an_integer_tick() -> None:
