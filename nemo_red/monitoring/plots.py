@@ -57,6 +57,9 @@ class Panel:
         height: The panel's height relative to a full one.
         min_span: The least y range (drawn units): a nearly constant series then reads as
             flat, not as noise magnified to fill the panel.
+        log: A log y axis, when every value drawn is positive (else linear).
+        flag: A key whose steps with a value above 0 are marked along the panel's bottom
+            (e.g. ``skipped``, where the gradient norm has a gap); not data of its own.
     """
 
     ylabel: str
@@ -66,6 +69,8 @@ class Panel:
     prominent: str | None = None
     height: float = 1.0
     min_span: float = 0.0
+    log: bool = False
+    flag: str | None = None
 
     def keys_in(self, rows: Rows) -> list[str]:
         """The keys this panel draws from ``rows`` (with or without values)."""
@@ -128,6 +133,14 @@ RUN_PLOTS: dict[str, RunPlot] = {
     "clip_fraction.png": RunPlot(
         "Clip fraction",
         (Panel("clipped tokens (%)", ("online/clip_frac", "offline/clip_frac"), percent=True),),
+    ),
+    "optimization.png": RunPlot(
+        "Optimization",
+        (
+            Panel("loss", ("loss/total",), height=0.7),
+            Panel("grad norm", ("grad_norm",), height=0.7, log=True, flag="skipped"),
+            Panel("learning rate", ("lr",), height=0.7, log=True),
+        ),
     ),
 }
 _MARKER_MAX_POINTS = 60  # fewer points than this: also draw markers (isolated points show)
@@ -247,10 +260,23 @@ def _panel_lines(rows: Rows, panel: Panel) -> dict[str, Line]:
     return {key: _percent(line) for key, line in lines.items()} if panel.percent else lines
 
 
+def _log_y(ax: Axes, decades: float) -> None:
+    """A log y axis labelled 0.2, 0.5, 1, 2 (not 2x10^-1), at 1-2-5 within two decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades < 2.0 else (1.0,)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _scale_y(ax: Axes, panel: Panel, lines: Mapping[str, Line]) -> None:
-    """Percent axes start at 0; a panel's y range is at least ``min_span`` wide."""
+    """Log or linear; percent axes start at 0; the y range is at least ``min_span`` wide."""
     finite = [v for _, values in lines.values() for v in values if not math.isnan(v)]
     low, high = min(finite), max(finite)
+    if panel.log and low > 0.0:
+        _log_y(ax, math.log10(high / low))
+        return
     if high - low < panel.min_span:
         bottom, top = high - panel.min_span, high
         if low >= 0.0 > bottom:
@@ -259,7 +285,27 @@ def _scale_y(ax: Axes, panel: Panel, lines: Mapping[str, Line]) -> None:
         ax.set_ylim(bottom - pad, top + pad)
     elif panel.percent and low >= 0.0:
         ax.set_ylim(bottom=0.0)
-    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    ax.ticklabel_format(axis="y", useOffset=False)
+
+
+def flagged_steps(rows: Rows, key: str) -> list[int]:
+    """The steps whose ``key`` is above 0 (e.g. the skipped ones)."""
+    steps, values = series(rows, key)
+    return [step for step, value in zip(steps, values, strict=True) if value > 0.0]
+
+
+def _draw_flags(ax: Axes, rows: Rows, key: str) -> None:
+    steps = flagged_steps(rows, key)
+    if steps:  # along the bottom, in axes coordinates: the y scale is not touched
+        ax.plot(
+            steps,
+            [0.03] * len(steps),
+            "x",
+            color="tab:red",
+            transform=ax.get_xaxis_transform(),
+            label=f"{key} ({len(steps)})",
+            clip_on=False,
+        )
 
 
 def run_figure(rows: Rows, plot: RunPlot) -> Figure | None:
@@ -289,6 +335,8 @@ def run_figure(rows: Rows, plot: RunPlot) -> Figure | None:
         _draw_lines(ax, labelled, prominent=prominent, first_colour=colours)
         colours += len(lines)
         _scale_y(ax, panel, lines)
+        if panel.flag is not None:
+            _draw_flags(ax, rows, panel.flag)
         _finish_axes(ax, panel.ylabel, beside)
     axes[0].set_title(plot.title)
     axes[-1].set_xlabel("step")

@@ -11,6 +11,7 @@ from nemo_red.monitoring import MetricsLog
 from nemo_red.monitoring.plots import (
     RUN_PLOTS,
     comparison_figure,
+    flagged_steps,
     plot_comparison,
     plot_run,
     run_figure,
@@ -35,6 +36,10 @@ def _rows(steps: int = 30) -> list[dict]:
             "length/offline_mean": 25.0,
             "online/clip_frac": None if step % 7 == 3 else 0.01,
             "offline/clip_frac": 0.02,
+            "loss/total": 1.0 / (step + 1),
+            "grad_norm": None if step == 5 else 2.0,
+            "lr": 1e-6,
+            "skipped": float(step == 5),
         }
         if step % 10 == 0:
             row["eval/accuracy"] = step / 40
@@ -164,3 +169,40 @@ def test_single_step_gets_an_integer_tick() -> None:
     fig.canvas.draw()
     low, high = fig.axes[0].get_xlim()
     assert [t for t in fig.axes[0].get_xticks() if low <= t <= high] == [3.0]
+
+
+def test_optimization_plot_log_only_for_positive_values(tmp_path: Path) -> None:
+    rows = [
+        {"step": s, "loss/total": 1.0 - s / 10, "grad_norm": 0.5 + s, "lr": s * 1e-6}
+        for s in range(1, 6)
+    ]
+    rows[2]["grad_norm"], rows[2]["skipped"] = None, 1.0
+    fig = run_figure(rows, RUN_PLOTS["optimization.png"])
+    assert fig is not None
+    _loss, grad, lr = fig.axes
+    assert [ax.get_yscale() for ax in fig.axes] == ["linear", "log", "log"]
+    assert _lines(grad)["skipped (1)"] == [0.03]  # the skipped step is marked, x = step 3
+    assert list(grad.get_lines()[1].get_xdata()) == [3]
+    assert _lines(lr)["lr"] == pytest.approx([1e-6, 2e-6, 3e-6, 4e-6, 5e-6])
+    rows[0]["lr"] = 0.0  # warm-up from 0: no log axis
+    fig = run_figure(rows, RUN_PLOTS["optimization.png"])
+    assert fig is not None
+    assert fig.axes[2].get_yscale() == "linear"
+    assert "optimization.png" in [p.name for p in plot_run(rows, tmp_path)]
+
+
+def test_optimization_panels_only_for_logged_keys(tmp_path: Path) -> None:
+    fig = run_figure([{"step": 1, "lr": 1e-5, "skipped": 0.0}], RUN_PLOTS["optimization.png"])
+    assert fig is not None
+    assert [ax.get_ylabel() for ax in fig.axes] == ["learning rate"]
+    # a flag alone is not data: no grad-norm panel, no plot
+    assert run_figure([{"step": 1, "skipped": 1.0}], RUN_PLOTS["optimization.png"]) is None
+    assert plot_run([{"step": 1, "skipped": 1.0, "entropy/w": 0.5}], tmp_path) == [
+        tmp_path / "weight.png"
+    ]
+
+
+def test_flagged_steps() -> None:
+    rows = [{"step": 1, "skipped": 0.0}, {"step": 2}, {"step": 3, "skipped": 1.0}]
+    assert flagged_steps(rows, "skipped") == [3]
+    assert flagged_steps([{"step": 1, "skipped": None}], "skipped") == []
