@@ -5,8 +5,15 @@ state). A series is the values of one key over the steps of the rows that have t
 row without the key adds no point (evaluation every k steps draws one connected line), a
 ``null`` value breaks the line (a gap). A run plot (see :data:`RUN_PLOTS`) is one or more
 panels stacked over a shared step axis; a panel none of whose keys has a value is left
-out, and a plot none of whose panels is left is not written. The step axis has integer
-ticks.
+out, and a plot none of whose panels is left is not written.
+
+What a person reads: fractions of the log (accuracies, clip fractions) are drawn in
+percent; the teacher trace's accuracy, right nearly always, has its own small panel so
+that it does not set the scale of the online and held-out accuracy; held-out accuracy is
+the prominent line. On every run plot the steps of an SFT-only stage
+(``stage/sft_only`` = 1) are shaded and each handover to RL (1 then 0, see
+:func:`handover_steps`) is a dashed line. The step axis of every plot, comparisons
+included, has integer ticks.
 
 The figures are built by :func:`run_figure` and :func:`comparison_figure` (which tests
 inspect) and written by :func:`plot_run` and :func:`plot_comparison`.
@@ -18,6 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +40,14 @@ __all__ = [
     "Panel",
     "RunPlot",
     "comparison_figure",
+    "flagged_steps",
+    "handover_steps",
     "plot_comparison",
     "plot_run",
     "run_figure",
     "series",
     "set_step_axis",
+    "sft_spans",
 ]
 
 Rows = Sequence[Mapping[str, Any]]
@@ -308,6 +319,64 @@ def _draw_flags(ax: Axes, rows: Rows, key: str) -> None:
         )
 
 
+STAGE_KEY = "stage/sft_only"  # 1.0 on the steps of an SFT-only stage, 0.0 on RL steps
+
+
+def _stages(rows: Rows) -> list[tuple[int, bool]]:
+    steps, values = series(rows, STAGE_KEY)
+    return [(s, v > 0.5) for s, v in zip(steps, values, strict=True) if not math.isnan(v)]
+
+
+def handover_steps(rows: Rows) -> list[int]:
+    """The steps where SFT hands over to RL: ``stage/sft_only`` goes from 1 to 0.
+
+    Args:
+        rows: Metrics rows; those without the key (or with ``null``) are passed over.
+
+    Returns:
+        The first RL step after each SFT-only stretch, in row order.
+    """
+    stages = _stages(rows)
+    return [step for (_, was_sft), (step, sft) in pairwise(stages) if was_sft and not sft]
+
+
+def sft_spans(rows: Rows) -> list[tuple[int, int]]:
+    """The SFT-only stretches, as (first SFT step, first RL step after it); a run that
+    ends in SFT ends its last stretch at its last SFT step."""
+    spans: list[tuple[int, int]] = []
+    start = last = None
+    for step, sft in _stages(rows):
+        if sft:
+            start, last = (step if start is None else start), step
+        elif start is not None:
+            spans.append((start, step))
+            start = None
+    if start is not None and last is not None:
+        spans.append((start, last))
+    return spans
+
+
+def _draw_stages(ax: Axes, rows: Rows, labelled: bool) -> None:
+    """SFT-only steps shaded, a dashed line at each handover to RL; x limits kept."""
+    limits = ax.get_xlim()
+    for index, (start, end) in enumerate(sft_spans(rows)):
+        label = "SFT stage" if labelled and index == 0 else None
+        ax.axvspan(start, end, color="0.5", alpha=0.12, linewidth=0, zorder=0, label=label)
+    for index, step in enumerate(handover_steps(rows)):
+        label = "SFT → RL" if labelled and index == 0 else None
+        ax.axvline(step, color="0.25", linestyle="--", linewidth=1.2, zorder=1, label=label)
+    ax.set_xlim(limits)  # a stage without data of this plot does not widen it
+
+
+def _draw_panel(ax: Axes, rows: Rows, panel: Panel, lines: dict[str, Line], colour: int) -> None:
+    labelled = {_label(key): line for key, line in lines.items()}
+    prominent = _label(panel.prominent) if panel.prominent in lines else None
+    _draw_lines(ax, labelled, prominent=prominent, first_colour=colour)
+    _scale_y(ax, panel, lines)
+    if panel.flag is not None:
+        _draw_flags(ax, rows, panel.flag)
+
+
 def run_figure(rows: Rows, plot: RunPlot) -> Figure | None:
     """The figure of one run plot, or None when none of its keys has a value.
 
@@ -316,7 +385,8 @@ def run_figure(rows: Rows, plot: RunPlot) -> Figure | None:
         plot: What to draw (an entry of :data:`RUN_PLOTS`).
 
     Returns:
-        The figure, its panels (the ones with data) top to bottom sharing the step axis.
+        The figure, its panels (the ones with data) top to bottom sharing the step axis,
+        with the SFT-only steps shaded and each handover to RL a dashed line.
     """
     from matplotlib.figure import Figure
 
@@ -328,15 +398,12 @@ def run_figure(rows: Rows, plot: RunPlot) -> Figure | None:
     size = (9.0 if beside else 7.0, 0.9 + 3.1 * sum(heights))
     fig = Figure(figsize=size, dpi=100, layout="constrained")
     axes = fig.subplots(len(drawn), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
-    colours = 0  # each line of the figure its own colour, over all its panels
+    colour = 0  # each line of the figure its own colour, over all its panels
     for ax, (panel, lines) in zip(axes, drawn, strict=True):
-        labelled = {_label(key): line for key, line in lines.items()}
-        prominent = _label(panel.prominent) if panel.prominent in lines else None
-        _draw_lines(ax, labelled, prominent=prominent, first_colour=colours)
-        colours += len(lines)
-        _scale_y(ax, panel, lines)
-        if panel.flag is not None:
-            _draw_flags(ax, rows, panel.flag)
+        _draw_panel(ax, rows, panel, lines, colour)
+        colour += len(lines)
+    for index, (ax, (panel, _)) in enumerate(zip(axes, drawn, strict=True)):
+        _draw_stages(ax, rows, labelled=index == 0)  # in the top panel's legend
         _finish_axes(ax, panel.ylabel, beside)
     axes[0].set_title(plot.title)
     axes[-1].set_xlabel("step")

@@ -12,10 +12,12 @@ from nemo_red.monitoring.plots import (
     RUN_PLOTS,
     comparison_figure,
     flagged_steps,
+    handover_steps,
     plot_comparison,
     plot_run,
     run_figure,
     series,
+    sft_spans,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -206,3 +208,60 @@ def test_flagged_steps() -> None:
     rows = [{"step": 1, "skipped": 0.0}, {"step": 2}, {"step": 3, "skipped": 1.0}]
     assert flagged_steps(rows, "skipped") == [3]
     assert flagged_steps([{"step": 1, "skipped": None}], "skipped") == []
+
+
+def _stage_rows(stages: list[float | None]) -> list[dict]:
+    return [{"step": s, "stage/sft_only": v} for s, v in enumerate(stages, start=1)]
+
+
+def test_handover_steps_from_stage_key() -> None:
+    assert handover_steps(_stage_rows([1.0, 1.0, 0.0, 0.0])) == [3]
+    assert handover_steps(_stage_rows([1.0, None, 0.0])) == [3]  # null: passed over
+    assert handover_steps(_stage_rows([0.0, 1.0, 1.0, 0.0, 1.0, 0.0])) == [4, 6]
+    assert handover_steps(_stage_rows([1.0, 1.0])) == []  # SFT only
+    assert handover_steps(_stage_rows([0.0, 0.0])) == []  # RL only
+    assert handover_steps([{"step": 1}, {"step": 2, "stage/sft_only": 0.0}]) == []
+
+
+def test_sft_spans() -> None:
+    assert sft_spans(_stage_rows([1.0, 1.0, 0.0, 0.0])) == [(1, 3)]
+    assert sft_spans(_stage_rows([0.0, 1.0, 0.0, 1.0, 1.0])) == [(2, 3), (4, 5)]
+    assert sft_spans(_stage_rows([0.0, 0.0])) == []
+
+
+def _vertical_lines(ax) -> list[tuple[str, float]]:
+    """The axes' vertical lines (axvline: two equal x in data, y in axes coordinates)."""
+    return [
+        (line.get_label(), line.get_xdata()[0])
+        for line in ax.get_lines()
+        if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1]
+    ]
+
+
+def test_handover_marked_on_every_panel() -> None:
+    rows = [
+        {"step": s, "stage/sft_only": float(s <= 150), "reward/offline_accuracy": 1.0}
+        for s in range(1, 201)
+    ]
+    for row in rows[150:]:
+        row["reward/online_accuracy"] = 0.3
+    fig = run_figure(rows, RUN_PLOTS["accuracy.png"])
+    assert fig is not None
+    main, teacher = fig.axes
+    assert _vertical_lines(main) == [("SFT → RL", 151)]
+    assert [x for _, x in _vertical_lines(teacher)] == [151]
+    legend = [text.get_text() for text in main.get_legend().get_texts()]
+    assert "SFT → RL" in legend
+    assert "SFT stage" in legend
+    assert [p.get_label() for p in main.patches] == ["SFT stage"]  # the shaded SFT steps
+    assert all(s == int(s) for s in main.get_xticks())
+
+
+def test_stage_marks_do_not_widen_the_step_axis() -> None:
+    rows = _stage_rows([1.0] * 50 + [0.0] * 10)
+    for row in rows[50:]:
+        row["online/clip_frac"] = 0.01  # RL only
+    fig = run_figure(rows, RUN_PLOTS["clip_fraction.png"])
+    assert fig is not None
+    low, high = fig.axes[0].get_xlim()
+    assert 45 < low < 51 < 60 <= high
