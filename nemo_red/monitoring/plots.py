@@ -452,8 +452,17 @@ def _ema(values: Sequence[float], weight: float) -> list[float]:
     return out
 
 
+def _is_fraction(key: str) -> bool:
+    """Accuracies and clip fractions are fractions in the log, percent on a plot."""
+    return key.endswith("accuracy") or key.endswith("clip_frac")
+
+
 def comparison_figure(
-    runs: Mapping[str, Rows], key: str, smoothing: float = 0.0, title: str | None = None
+    runs: Mapping[str, Rows],
+    key: str,
+    smoothing: float = 0.0,
+    title: str | None = None,
+    percent: bool | None = None,
 ) -> Figure | None:
     """The figure of :func:`plot_comparison`, or None when no run has a value of ``key``.
 
@@ -468,6 +477,9 @@ def comparison_figure(
     raw = {name: line for name, line in raw.items() if _has_data(line[1])}
     if not raw:
         return None
+    percent = _is_fraction(key) if percent is None else percent
+    if percent:
+        raw = {name: _percent(line) for name, line in raw.items()}
     beside = len(raw) > _LEGEND_INSIDE_MAX
     fig = Figure(figsize=(9.0, 4.5) if beside else (7.0, 4.0), dpi=100, layout="constrained")
     ax = fig.add_subplot()
@@ -478,7 +490,7 @@ def comparison_figure(
         _draw_lines(ax, raw)
     ax.set_title(title or key)
     ax.set_xlabel("step")
-    _finish_axes(ax, key, beside)
+    _finish_axes(ax, f"{key} (%)" if percent else key, beside)
     return fig
 
 
@@ -488,6 +500,7 @@ def plot_comparison(
     out_path: str | Path,
     smoothing: float = 0.0,
     title: str | None = None,
+    percent: bool | None = None,
 ) -> Path | None:
     """Draw one metric of several runs, one line per run.
 
@@ -498,6 +511,8 @@ def plot_comparison(
         smoothing: Weight of an exponential moving average in ``[0, 1)``, as TensorBoard's
             slider; above 0 the raw values are drawn faintly behind.
         title: The plot's title; default the key.
+        percent: Draw the values x100 on an axis labelled %; default for the keys that are
+            fractions (``...accuracy``, ``...clip_frac``).
 
     Returns:
         The PNG, or None when no run has a value of ``key`` (nothing is written).
@@ -505,5 +520,5 @@ def plot_comparison(
     Raises:
         ValueError: When ``smoothing`` is outside ``[0, 1)``.
     """
-    fig = comparison_figure(runs, key, smoothing, title)
+    fig = comparison_figure(runs, key, smoothing, title, percent)
     return None if fig is None else _save(fig, Path(out_path))

@@ -265,3 +265,18 @@ def test_stage_marks_do_not_widen_the_step_axis() -> None:
     assert fig is not None
     low, high = fig.axes[0].get_xlim()
     assert 45 < low < 51 < 60 <= high
+
+
+def test_comparison_accuracy_in_percent() -> None:
+    runs = {"red": [{"step": 1, "eval/accuracy": 0.05}, {"step": 2, "eval/accuracy": 0.1}]}
+    fig = comparison_figure(runs, "eval/accuracy")
+    assert fig is not None
+    assert _lines(fig.axes[0]) == {"red": [5.0, 10.0]}
+    assert fig.axes[0].get_ylabel() == "eval/accuracy (%)"
+    runs = {"red": [{"step": 1, "entropy/w": 0.5}]}
+    fig = comparison_figure(runs, "entropy/w")
+    assert fig is not None
+    assert _lines(fig.axes[0]) == {"red": [0.5]}  # not a fraction: as logged
+    fig = comparison_figure(runs, "entropy/w", percent=True)
+    assert fig is not None
+    assert _lines(fig.axes[0]) == {"red": [50.0]}
