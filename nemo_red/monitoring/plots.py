@@ -48,6 +48,7 @@ __all__ = [
     "series",
     "set_step_axis",
     "sft_spans",
+    "y_range",
 ]
 
 Rows = Sequence[Mapping[str, Any]]
@@ -66,8 +67,9 @@ class Panel:
         percent: The values are fractions, drawn x100 (the axis then reads %).
         prominent: The key drawn as the thick line on top (the one to read first).
         height: The panel's height relative to a full one.
-        min_span: The least y range (drawn units): a nearly constant series then reads as
-            flat, not as noise magnified to fill the panel.
+        min_span: The least y range (drawn units), down from the highest value: a nearly
+            constant series then reads as flat, not as noise magnified to fill the panel.
+        floor: Where the y axis starts (0 for a percentage) unless a value is below it.
         log: A log y axis, when every value drawn is positive (else linear).
         flag: A key whose steps with a value above 0 are marked along the panel's bottom
             (e.g. ``skipped``, where the gradient norm has a gap); not data of its own.
@@ -80,6 +82,7 @@ class Panel:
     prominent: str | None = None
     height: float = 1.0
     min_span: float = 0.0
+    floor: float | None = None
     log: bool = False
     flag: str | None = None
 
@@ -116,6 +119,8 @@ RUN_PLOTS: dict[str, RunPlot] = {
                 ("eval/accuracy", "reward/online_accuracy"),
                 percent=True,
                 prominent="eval/accuracy",
+                min_span=10.0,
+                floor=0.0,
             ),
             Panel(
                 "teacher (%)",
@@ -135,6 +140,8 @@ RUN_PLOTS: dict[str, RunPlot] = {
                 pattern="eval/*/accuracy",
                 percent=True,
                 prominent="eval/overall/accuracy",
+                min_span=10.0,
+                floor=0.0,
             ),
         ),
     ),
@@ -143,7 +150,15 @@ RUN_PLOTS: dict[str, RunPlot] = {
     ),
     "clip_fraction.png": RunPlot(
         "Clip fraction",
-        (Panel("clipped tokens (%)", ("online/clip_frac", "offline/clip_frac"), percent=True),),
+        (
+            Panel(
+                "clipped tokens (%)",
+                ("online/clip_frac", "offline/clip_frac"),
+                percent=True,
+                min_span=1.0,
+                floor=0.0,
+            ),
+        ),
     ),
     "optimization.png": RunPlot(
         "Optimization",
@@ -281,21 +296,31 @@ def _log_y(ax: Axes, decades: float) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def y_range(panel: Panel, low: float, high: float) -> tuple[float, float] | None:
+    """The y range of a linear panel whose values span ``[low, high]``, before padding.
+
+    At least ``min_span`` wide, down from ``high``; from ``floor`` when set and no value is
+    below it. None: matplotlib's own (neither is set).
+    """
+    if panel.floor is None and panel.min_span <= 0.0:
+        return None
+    bottom, top = min(low, high - panel.min_span), high
+    if panel.floor is not None and low >= panel.floor:
+        bottom, top = panel.floor, max(high, panel.floor + panel.min_span)
+    return bottom, top
+
+
 def _scale_y(ax: Axes, panel: Panel, lines: Mapping[str, Line]) -> None:
-    """Log or linear; percent axes start at 0; the y range is at least ``min_span`` wide."""
+    """A log axis (``log`` and all values positive), else linear over :func:`y_range`."""
     finite = [v for _, values in lines.values() for v in values if not math.isnan(v)]
     low, high = min(finite), max(finite)
     if panel.log and low > 0.0:
         _log_y(ax, math.log10(high / low))
         return
-    if high - low < panel.min_span:
-        bottom, top = high - panel.min_span, high
-        if low >= 0.0 > bottom:
-            bottom, top = 0.0, panel.min_span
-        pad = 0.05 * panel.min_span
-        ax.set_ylim(bottom - pad, top + pad)
-    elif panel.percent and low >= 0.0:
-        ax.set_ylim(bottom=0.0)
+    limits = y_range(panel, low, high)
+    if limits is not None:
+        pad = 0.05 * (limits[1] - limits[0])
+        ax.set_ylim(limits[0] - pad, limits[1] + pad)
     ax.ticklabel_format(axis="y", useOffset=False)
 
 

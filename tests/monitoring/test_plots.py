@@ -18,6 +18,7 @@ from nemo_red.monitoring.plots import (
     run_figure,
     series,
     sft_spans,
+    y_range,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -138,8 +139,9 @@ def test_accuracy_in_percent_teacher_on_its_own_axes() -> None:
     assert "%" in main.get_ylabel()
     assert "%" in teacher.get_ylabel()
     # the teacher's 100% does not stretch the accuracy axis
-    assert main.get_ylim()[0] == 0.0
-    assert main.get_ylim()[1] < 60.0
+    low, high = main.get_ylim()
+    assert -5.0 < low <= 0.0
+    assert 50.0 <= high < 60.0
     widths = {line.get_label(): line.get_linewidth() for line in main.get_lines()}
     assert widths["held-out"] > widths["online rollouts"]  # the line to read first
 
@@ -280,3 +282,14 @@ def test_comparison_accuracy_in_percent() -> None:
     fig = comparison_figure(runs, "entropy/w", percent=True)
     assert fig is not None
     assert _lines(fig.axes[0]) == {"red": [50.0]}
+
+
+def test_y_range() -> None:
+    accuracy, teacher = RUN_PLOTS["accuracy.png"].panels
+    assert y_range(accuracy, 0.0, 0.0) == (0.0, 10.0)  # never-right model: a flat 0, not noise
+    assert y_range(accuracy, 5.0, 7.0) == (0.0, 10.0)
+    assert y_range(accuracy, 30.0, 45.0) == (0.0, 45.0)  # from 0: the gain reads at scale
+    assert y_range(teacher, 100.0, 100.0) == (80.0, 100.0)
+    assert y_range(teacher, 50.0, 100.0) == (50.0, 100.0)
+    entropy = RUN_PLOTS["entropy.png"].panels[0]
+    assert y_range(entropy, 0.2, 0.3) is None  # matplotlib's own
