@@ -254,7 +254,13 @@ def _quiet_known_warnings() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nemo-red`` console script."""
     _quiet_known_warnings()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow an option (train --config c.yaml a=1 --flag b=2)
+    if extra and hasattr(args, "overrides") and all("=" in e and e[0] != "-" for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from nemo_red.outputs import LockedError
 
     try:

@@ -9,6 +9,8 @@
 #
 # Arguments are passed to `nemo-red train` (config path, key=value overrides).
 # CPU-only hosts: GPUS_PER_NODE sets the number of processes (gloo backend), default 1.
+# Python: $PYTHON if set, else the project's .venv (made by `make test` / `make demo`) when
+# present, else python3 on PATH (e.g. the NGC image's, with nemo_red installed).
 set -euo pipefail
 
 NNODES="${NNODES:-1}"
@@ -22,7 +24,10 @@ if [[ -z "${GPUS_PER_NODE:-}" ]]; then
     GPUS_PER_NODE=1
   fi
 fi
-PYTHON="${PYTHON:-python}"
+if [[ -z "${PYTHON:-}" ]]; then
+  venv_python="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/bin/python"
+  if [[ -x "$venv_python" ]]; then PYTHON="$venv_python"; else PYTHON=python3; fi
+fi
 
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec "$PYTHON" -m torch.distributed.run \

@@ -244,7 +244,7 @@ def _damage_here(path: Path) -> str | None:
     return None
 
 
-def find_resumable(root: Path, log: Any = sys.stderr) -> Path | None:
+def find_resumable(root: Path, log: Any = None) -> Path | None:
     """The newest checkpoint under ``root`` that is intact on every rank (collective).
 
     Each rank checks the files it will read against the sizes and hashes in
@@ -258,6 +258,7 @@ def find_resumable(root: Path, log: Any = sys.stderr) -> Path | None:
         CheckpointError: When checkpoints exist but none is intact (naming each damage).
     """
     found_dirs = candidates(root)
+    log = sys.stderr if log is None else log
     damages: list[str] = []
     for path in found_dirs:
         found: list[Any] = [None] * dist.get_world_size()
