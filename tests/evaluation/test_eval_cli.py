@@ -60,7 +60,11 @@ def test_eval_custom_set_then_resume(hf_model: Path, tmp_path: Path, capsys) -> 
     assert again["records"] == results["records"]
     # other sampling settings in the same directory: a clear error
     assert main([*args, "--temperature", "1.0"]) == 2
-    assert "other settings (differing: sampling)" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"nemo-red eval: error: {out / 'records.jsonl'} holds 3 recorded items of an evaluation "
+        "with other settings (differing: sampling.temperature); pass --restart to discard them, "
+        "or use another --out"
+    )
 
 
 @pytest.mark.skipif(not DATA_DIR.is_dir(), reason=MISSING_REASON)

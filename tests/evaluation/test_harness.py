@@ -127,7 +127,9 @@ def test_torn_last_record_is_dropped(data: Path, tmp_path: Path) -> None:
 def test_other_settings_are_refused_unless_restarted(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     _run(data, out, ScriptedEngine(), ExactGrader())
-    with pytest.raises(SettingsMismatchError, match="differing: sampling"):
+    with pytest.raises(
+        SettingsMismatchError, match=r"holds 10 recorded items .*differing: sampling\.temperature\)"
+    ):
         _run(data, out, ScriptedEngine(), ExactGrader(), temperature=1.0)
     engine = ScriptedEngine()
     results = _run(data, out, engine, ExactGrader(), temperature=1.0, restart=True)
