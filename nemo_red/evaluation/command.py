@@ -1,4 +1,11 @@
-"""``nemo-red eval``: evaluate a HF or megatron checkpoint on named benchmarks."""
+"""``nemo-red eval``: evaluate a HF or megatron checkpoint on named benchmarks.
+
+Items that cannot be scored (a prompt longer than ``--max-prompt-tokens`` or than the
+model's context, a gold answer that cannot be parsed) are dropped and counted in the
+table's ``dropped`` column, with a line per benchmark under the table saying why. When no
+item at all is scored the command fails (exit status 1). Accuracies are fractions in
+``results.json`` and percent in the printed table.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +50,11 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
             "Sample completions for every problem of the benchmarks, grade them "
             "(math-verify on the last \\boxed{}; option letters for multiple choice) and "
             "report avg@n, pass@k, maj@n, response lengths and truncation per benchmark and "
-            "overall. Resumable: rerunning with the same --out continues. Built-in "
+            "overall: fractions in results.json, percent in the printed table. Items that "
+            "cannot be scored (prompt longer than --max-prompt-tokens or than the model's "
+            "context, unparsable gold answer) are dropped, counted and explained under the "
+            "table; when no item is scored the exit status is 1. Resumable: rerunning with "
+            "the same --out continues. Built-in "
             f"benchmarks: {names}."
         ),
     )
@@ -67,7 +78,12 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=8192)
-    p.add_argument("--max-prompt-tokens", type=int, help="drop (and count) longer prompts")
+    p.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        help="drop (and count) longer prompts (default: no limit). Prompts that leave no room "
+        "in the model's context (max_position_embeddings) are always dropped and counted",
+    )
     p.add_argument("--template", default="qwen_boxed", help="qwen_boxed, luffy or plain")
     p.add_argument("--think", action="store_true", help="grade only after </think>")
     p.add_argument("--limit", type=int, help="first N problems of each benchmark")
@@ -122,14 +138,17 @@ def build_eval_engine(args: argparse.Namespace, hf_dir: Path, context: int) -> A
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Runs ``nemo-red eval`` (see :func:`add_eval_parser`)."""
+    """Runs ``nemo-red eval`` (see :func:`add_eval_parser`).
+
+    Returns:
+        0, or 1 when no item of any benchmark was scored (every one dropped).
+    """
     from transformers import AutoTokenizer
 
     from nemo_red.data.dataset import stop_token_ids
     from nemo_red.data.templates import get_template
     from nemo_red.evaluation.benchmarks import resolve_benchmarks
     from nemo_red.evaluation.harness import EvalSettings, ResponseGrader, evaluate_benchmarks
-    from nemo_red.evaluation.report import markdown_table
     from nemo_red.models import checkpoint_io
     from nemo_red.rewards import MathGrader
 
@@ -180,9 +199,31 @@ def run_eval(args: argparse.Namespace) -> int:
                 restart=args.restart,
                 describe=describe,
                 progress=not args.no_progress,
+                max_context=context,
             )
     finally:
         engine.shutdown()
-    print(markdown_table(results["benchmarks"], results["overall"]))
+    return _report(results, out)
+
+
+def _report(results: dict[str, Any], out: Path) -> int:
+    """Prints the table and the result paths; 1 (with the reasons) when nothing was scored."""
+    from nemo_red.evaluation.report import drop_notes, markdown_table
+
+    summaries = results["benchmarks"]
+    print(markdown_table(summaries, results["overall"], results["prompt_limits"]))
     print(f"\nresults: {out / 'results.json'} (per-item records), {out / 'results.md'}")
+    notes = drop_notes(summaries, results["prompt_limits"])
+    empty = {
+        name: notes.get(name, "the benchmark gave no item (see --limit and its data file)")
+        for name, s in summaries.items()
+        if not s["items"]
+    }
+    if len(empty) == len(summaries):
+        print("nemo-red eval: error: no item was evaluated:", file=sys.stderr)
+        for name, why in empty.items():
+            print(f"  {name}: {why}", file=sys.stderr)
+        return 1
+    for name, why in empty.items():
+        print(f"nemo-red eval: warning: no item of {name} was evaluated: {why}", file=sys.stderr)
     return 0
