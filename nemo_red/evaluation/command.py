@@ -5,6 +5,12 @@ model's context, a gold answer that cannot be parsed) are dropped and counted in
 table's ``dropped`` column, with a line per benchmark under the table saying why. When no
 item at all is scored the command fails (exit status 1). Accuracies are fractions in
 ``results.json`` and percent in the printed table.
+
+The output directory (``--out``, default ``eval/<model dir name>``) is claimed before
+anything is written: it must be new, empty, or an earlier ``nemo-red eval`` output (see
+:func:`nemo_red.outputs.claim_directory`), and it is locked while the evaluation runs
+(:class:`nemo_red.outputs.DirectoryLock`). Rerunning the same command continues it;
+``--restart`` discards its records.
 """
 
 from __future__ import annotations
@@ -53,8 +59,8 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
             "overall: fractions in results.json, percent in the printed table. Items that "
             "cannot be scored (prompt longer than --max-prompt-tokens or than the model's "
             "context, unparsable gold answer) are dropped, counted and explained under the "
-            "table; when no item is scored the exit status is 1. Resumable: rerunning with "
-            "the same --out continues. Built-in "
+            "table; when no item is scored the exit status is 1. --out must be new, empty or "
+            "an earlier eval output; rerunning with the same --out continues. Built-in "
             f"benchmarks: {names}."
         ),
     )
@@ -93,8 +99,14 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=64, help="problems per engine call")
     p.add_argument("--workers", type=int, default=2, help="math-verify grading processes")
     p.add_argument("--timeout", type=float, default=5.0, help="grading seconds per answer")
-    p.add_argument("--out", type=Path, help="output dir (default: eval/<model dir name>)")
-    p.add_argument("--restart", action="store_true", help="discard earlier records in --out")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output dir: new, empty or an earlier eval output (default: eval/<model dir name>)",
+    )
+    p.add_argument(
+        "--restart", action="store_true", help="discard the records of an earlier eval in --out"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_eval)
     return p
@@ -138,19 +150,14 @@ def build_eval_engine(args: argparse.Namespace, hf_dir: Path, context: int) -> A
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Runs ``nemo-red eval`` (see :func:`add_eval_parser`).
+    """Runs ``nemo-red eval`` (see :func:`add_eval_parser` and the module docstring).
 
     Returns:
         0, or 1 when no item of any benchmark was scored (every one dropped).
     """
-    from transformers import AutoTokenizer
-
-    from nemo_red.data.dataset import stop_token_ids
-    from nemo_red.data.templates import get_template
     from nemo_red.evaluation.benchmarks import resolve_benchmarks
-    from nemo_red.evaluation.harness import EvalSettings, ResponseGrader, evaluate_benchmarks
-    from nemo_red.models import checkpoint_io
-    from nemo_red.rewards import MathGrader
+    from nemo_red.evaluation.harness import EvalSettings
+    from nemo_red.outputs import DirectoryLock, claim_directory
 
     benchmarks = resolve_benchmarks(
         [e for e in args.benchmarks.split(",") if e.strip()],
@@ -171,22 +178,41 @@ def run_eval(args: argparse.Namespace) -> int:
         pass_ks=tuple(int(k) for k in args.pass_k.split(",")) if args.pass_k else (),
     )
     out = args.out or Path("eval") / args.model.resolve().name
+    sources = [args.model] + ([args.tokenizer] if args.tokenizer is not None else [])
+    claim_directory(out, "eval", sources=sources)
+    with DirectoryLock(out, "evaluating"):
+        results = _evaluate(args, benchmarks, settings, out)
+    return _report(results, out)
+
+
+def _evaluate(
+    args: argparse.Namespace, benchmarks: list[Any], settings: Any, out: Path
+) -> dict[str, Any]:
+    """Builds the engine and the graders on the claimed, locked ``out`` and evaluates."""
+    from transformers import AutoTokenizer
+
+    from nemo_red.data.dataset import stop_token_ids
+    from nemo_red.data.templates import get_template
+    from nemo_red.evaluation.harness import ResponseGrader, evaluate_benchmarks
+    from nemo_red.models import checkpoint_io
+    from nemo_red.rewards import MathGrader
+
     hf_dir = _hf_dir(args.model, out)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or hf_dir)
     context = int(checkpoint_io.read_hf_config(hf_dir).get("max_position_embeddings", 4096))
     stops = stop_token_ids(tokenizer)
-    engine = build_eval_engine(args, hf_dir, context)
     describe = {
         "model": str(args.model),
         "engine": args.engine,
         "dtype": args.dtype,
         "think_split": args.think,
     }
+    engine = build_eval_engine(args, hf_dir, context)
     try:
         with MathGrader(
             num_workers=args.workers, timeout_s=args.timeout, think_split=args.think
         ) as math_grader:
-            results = evaluate_benchmarks(
+            return evaluate_benchmarks(
                 engine,
                 tokenizer,
                 get_template(args.template),
@@ -203,7 +229,6 @@ def run_eval(args: argparse.Namespace) -> int:
             )
     finally:
         engine.shutdown()
-    return _report(results, out)
 
 
 def _report(results: dict[str, Any], out: Path) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,48 @@ def test_one_benchmark_dropped_whole_is_a_warning(
     assert captured.err.splitlines()[-1] == (
         f"nemo-red eval: warning: no item of long was evaluated: {why}"
     )
+
+
+def test_out_is_claimed_before_anything_is_written(
+    hf_model: Path, sums: Path, tmp_path: Path, capsys
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    # a folder of the user's: refused, even with --restart, and left as it was
+    assert main(_sums_args(hf_model, sums, mine, "--restart")) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"nemo-red eval: error: {mine}: holds files that nemo-red did not write (notes.txt) "
+        "and is not a nemo-red eval output directory; choose a new or empty directory"
+    )
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert (mine / "notes.txt").read_text() == "keep"
+    assert main(_sums_args(hf_model, sums, hf_model)) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"nemo-red eval: error: {hf_model}: is the source {hf_model}; name another directory"
+    )
+    out = tmp_path / "out"
+    assert main(_sums_args(hf_model, sums, out)) == 0
+    assert json.loads((out / "nemo_red_output.json").read_text())["kind"] == "eval"
+    assert json.loads((out / "nemo_red.lock").read_text())["purpose"] == "evaluating"
+    # --restart in an eval directory discards its records and evaluates again
+    before = (out / "records.jsonl").read_text()
+    assert main(_sums_args(hf_model, sums, out, "--restart", "--seed", "1")) == 0
+    assert (out / "records.jsonl").read_text() != before
+
+
+def test_an_evaluation_in_progress_locks_out(
+    hf_model: Path, sums: Path, tmp_path: Path, capsys
+) -> None:
+    from nemo_red.outputs import DirectoryLock, claim_directory
+
+    out = tmp_path / "out"
+    claim_directory(out, "eval")  # as another nemo-red eval does, before it takes the lock
+    with DirectoryLock(out, "evaluating"):
+        assert main(_sums_args(hf_model, sums, out)) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(
+        f"nemo-red eval: error: {out} is in use: PID {os.getpid()} on host "
+        f"{socket.gethostname()} (evaluating since "
+    )
+    assert not (out / "records.jsonl").exists()
