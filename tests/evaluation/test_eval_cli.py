@@ -217,3 +217,13 @@ def test_an_evaluation_in_progress_locks_out(
         f"{socket.gethostname()} (evaluating since "
     )
     assert not (out / "records.jsonl").exists()
+
+
+def test_model_or_run_is_required_and_exclusive(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--benchmarks", "math500"])
+    assert exit_.value.code == 2
+    assert "one of the arguments --model --run is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", "m", "--run", str(tmp_path), "--benchmarks", "math500"])
+    assert "argument --run: not allowed with argument --model" in capsys.readouterr().err
