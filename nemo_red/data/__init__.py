@@ -25,7 +25,7 @@ from nemo_red.data.loading import (
     load_problems,
 )
 from nemo_red.data.records import DataError, Problem
-from nemo_red.data.templates import TEMPLATES, PromptTemplate, get_template
+from nemo_red.data.templates import TEMPLATES, PromptTemplate, get_template, template_from_config
 
 __all__ = [
     "DROP_REASONS",
@@ -45,5 +45,6 @@ __all__ = [
     "find_data_files",
     "get_template",
     "load_problems",
+    "template_from_config",
     "tokenize_problems",
 ]

@@ -14,9 +14,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-__all__ = ["PLACEHOLDER", "TEMPLATES", "THINK_PREFIX", "PromptTemplate", "get_template"]
+__all__ = [
+    "PLACEHOLDER",
+    "TEMPLATES",
+    "THINK_PREFIX",
+    "PromptTemplate",
+    "get_template",
+    "template_from_config",
+]
 
 PLACEHOLDER = "{question}"
 THINK_PREFIX = "<think>\n"
@@ -142,3 +149,33 @@ def get_template(spec: str | Mapping[str, Any] | PromptTemplate) -> PromptTempla
     if base is not None:
         return dataclasses.replace(get_template(str(base)), **values)
     return PromptTemplate(**values)
+
+
+class TemplateFields(Protocol):
+    """The prompt fields of a run's config (``data`` of a ``TrainConfig``)."""
+
+    @property
+    def template(self) -> str: ...
+
+    @property
+    def system_prompt(self) -> str | None: ...
+
+    @property
+    def think_prefix(self) -> bool: ...
+
+
+def template_from_config(data: TemplateFields) -> PromptTemplate:
+    """The prompt template a run trains with: ``data.template``, with ``data.system_prompt``
+    (when set) and ``data.think_prefix`` (when true) replacing the built-in's.
+
+    Used by the trainer and by ``nemo-red eval --run``, so that a run is evaluated with the
+    prompts it was trained on.
+    """
+    template = get_template(data.template)
+    if data.system_prompt is not None or data.think_prefix:
+        template = dataclasses.replace(
+            template,
+            system_prompt=data.system_prompt or template.system_prompt,
+            think_prefix=data.think_prefix,
+        )
+    return template

@@ -12,6 +12,11 @@ gives what an uninterrupted one would (with a deterministic engine) without regr
 anything. It writes ``records.jsonl`` (resumable), ``results.json`` (settings, versions,
 metrics per benchmark and overall, and every item's completions and grades) and
 ``results.md`` (the table also printed at the end).
+
+Items that cannot be scored are dropped and counted per benchmark and reason, never lost
+silently (:data:`DROP_REASONS`): a prompt longer than ``max_prompt_tokens``, a prompt that
+leaves the model's context no room to generate, and a gold answer that cannot be parsed
+(such an item is sampled and recorded, but left out of the metrics).
 """
 
 from __future__ import annotations
@@ -37,12 +42,21 @@ from nemo_red.rewards.verification import GradeReason, GradeResult
 from nemo_red.rollout.base import SamplingParams
 
 __all__ = [
+    "DROP_REASONS",
     "EvalSettings",
     "ResponseGrader",
     "encode_prompts",
     "evaluate_benchmarks",
     "generate_records",
 ]
+
+
+# reason -> what it means; the keys of each benchmark's ``dropped`` counts in the results
+DROP_REASONS = {
+    "prompt_too_long": "prompt longer than max_prompt_tokens",
+    "prompt_exceeds_context": "prompt leaves no room to generate in the model's context",
+    "invalid_gold": "gold answer cannot be parsed",
+}
 
 
 @dataclass(frozen=True)
@@ -194,6 +208,7 @@ def evaluate_benchmarks(
     restart: bool = False,
     describe: Mapping[str, Any] | None = None,
     progress: bool = True,
+    max_context: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate benchmarks, resumably, and write the results (see the module docstring).
 
@@ -211,9 +226,13 @@ def evaluate_benchmarks(
         describe: Extra settings recorded with the results (model, engine, ...); part of
             what must match when resuming.
         progress: Show a progress bar on stderr.
+        max_context: The model's context in tokens (``max_position_embeddings``); prompts
+            of that many tokens or more are dropped and counted (None: no check).
 
     Returns:
-        The results (what ``results.json`` holds).
+        The results (what ``results.json`` holds): per benchmark its metrics and
+        ``dropped`` (count per reason of :data:`DROP_REASONS`), and ``prompt_limits``
+        (``max_prompt_tokens`` and ``max_context``).
     """
     out_dir = Path(out_dir)
     items = {b.name: load_items(b, limit) for b in benchmarks}
@@ -231,7 +250,7 @@ def evaluate_benchmarks(
     }
     store = RecordStore(out_dir / "records.jsonl", record_settings, restart=restart)
     bar = _progress_bar(progress, sum(len(v) for v in items.values()), len(store))
-    dropped: dict[str, int] = {}
+    dropped: dict[str, dict[str, int]] = {}
     try:
         for bench in benchmarks:
             dropped[bench.name] = _run_benchmark(
@@ -243,13 +262,18 @@ def evaluate_benchmarks(
                 stop_token_ids,
                 store,
                 bar,
+                max_context,
             )
     finally:
         bar.close()
     results = _results(benchmarks, items, store, settings, record_settings, dropped)
+    results["prompt_limits"] = {
+        "max_prompt_tokens": settings.max_prompt_tokens,
+        "max_context": max_context,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(out_dir / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
-    table = markdown_table(results["benchmarks"], results["overall"])
+    table = markdown_table(results["benchmarks"], results["overall"], results["prompt_limits"])
     _write_atomic(out_dir / "results.md", table + "\n")
     return results
 
@@ -263,13 +287,15 @@ def _run_benchmark(
     stop_token_ids: Sequence[int],
     store: RecordStore,
     bar: Any,
-) -> int:
-    """Evaluates the pending items of one benchmark; returns how many were too long.
+    max_context: int | None,
+) -> dict[str, int]:
+    """Evaluates the pending items of one benchmark; returns how many prompts were dropped,
+    by reason (``prompt_too_long``, ``prompt_exceeds_context``).
 
     ``policy`` is ``(engine, tokenizer, grader)``.
     """
     limit = settings.max_prompt_tokens
-    too_long = 0
+    dropped = {"prompt_too_long": 0, "prompt_exceeds_context": 0}
     n = settings.samples(bench)
     for chunk, start in enumerate(range(0, len(items), settings.chunk_size)):
         todo = [
@@ -277,8 +303,15 @@ def _run_benchmark(
             for i in range(start, min(start + settings.chunk_size, len(items)))
             if not store.done(bench.name, items[i].uid)
         ]
-        fits = [i for i in todo if limit is None or len(prompts[i]) <= limit]
-        too_long += len(todo) - len(fits)
+        fits = []
+        for i in todo:
+            if limit is not None and len(prompts[i]) > limit:
+                dropped["prompt_too_long"] += 1
+            elif max_context is not None and len(prompts[i]) >= max_context:
+                dropped["prompt_exceeds_context"] += 1
+            else:
+                fits.append(i)
+        bar.update(len(todo) - len(fits))
         if not fits:
             continue
         params = settings.params(n, chunk_seed(settings.seed, bench.name, chunk), stop_token_ids)
@@ -287,7 +320,7 @@ def _run_benchmark(
         )
         store.append(records)
         bar.update(len(fits))
-    return too_long
+    return dropped
 
 
 def _results(
@@ -296,7 +329,7 @@ def _results(
     store: RecordStore,
     settings: EvalSettings,
     record_settings: Mapping[str, Any],
-    dropped: Mapping[str, int],
+    dropped: Mapping[str, Mapping[str, int]],
 ) -> dict[str, Any]:
     summaries: dict[str, Any] = {}
     records: dict[str, Any] = {}
@@ -304,9 +337,18 @@ def _results(
         order = {item.uid: i for i, item in enumerate(items[bench.name])}
         done = sorted(store.records(bench.name), key=lambda r: order.get(r.uid, len(order)))
         rows = [r.to_json() for r in done]
+        summary = summarise(rows, settings.pass_ks)
+        prompts = dropped.get(bench.name, {})
+        counts = {
+            "prompt_too_long": prompts.get("prompt_too_long", 0),
+            "prompt_exceeds_context": prompts.get("prompt_exceeds_context", 0),
+            "invalid_gold": summary["invalid_items"],
+        }
         summaries[bench.name] = {
-            **summarise(rows, settings.pass_ks),
-            "prompt_too_long": dropped.get(bench.name, 0),
+            **summary,
+            "prompt_too_long": counts["prompt_too_long"],
+            "dropped": counts,
+            "dropped_items": sum(counts.values()),
             "title": bench.benchmark.title,
         }
         records[bench.name] = rows

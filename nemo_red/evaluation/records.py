@@ -5,7 +5,9 @@ sampling, template, benchmark files); each further line is one finished item wit
 samples. Items are appended chunk by chunk and flushed to disk, so an evaluation that is
 stopped (even killed mid-write) continues where it stopped: finished items are neither
 generated nor graded again, and a torn last line is dropped. Reopening with different
-settings is an error, since mixing the two would give meaningless numbers.
+settings is an error when items are recorded, since mixing the two would give meaningless
+numbers (the message names the differing keys); a file with no item yet (a start that
+failed before its first chunk) is simply replaced, as is one without a complete header.
 """
 
 from __future__ import annotations
@@ -86,27 +88,29 @@ class RecordStore:
     Args:
         path: The records file.
         settings: The evaluation's settings (JSON-serialisable); must equal those in an
-            existing file's header.
+            existing file's header when that file holds records.
         restart: Discard an existing file instead of continuing it.
 
     Raises:
-        SettingsMismatchError: When the file holds an evaluation with other settings (the message
-            names the differing keys).
+        SettingsMismatchError: When the file holds records of an evaluation with other
+            settings (the message names the differing keys, and how to go on).
     """
 
     def __init__(self, path: Path, settings: Mapping[str, Any], restart: bool = False) -> None:
         self.path = Path(path)
         self.settings = json.loads(json.dumps(dict(settings)))
         self._records: dict[tuple[str, str], ItemRecord] = {}
-        if self.path.is_file() and not restart:
-            self._read()
-        else:
+        if restart or not self.path.is_file() or not self._read():
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._records = {}
             self._write_lines([json.dumps({"settings": self.settings})], mode="w")
 
-    def _read(self) -> None:
+    def _read(self) -> bool:
+        """Reads the file; returns False when it must be started anew (no header, or a
+        header of other settings and no record)."""
         lines = self.path.read_bytes().split(b"\n")
         good = 0  # bytes of complete, decodable lines
+        header: Mapping[str, Any] | None = None
         for index, raw in enumerate(lines):
             if not raw.strip():
                 good += len(raw) + 1
@@ -117,28 +121,32 @@ class RecordStore:
                 if index == len(lines) - 1 or not any(line.strip() for line in lines[index + 1 :]):
                     break  # a torn last line: dropped below
                 raise ValueError(f"{self.path}: row {index + 1}: not valid JSON") from None
-            if index == 0:
-                self._check_settings(row)
+            if header is None:
+                if not isinstance(row, dict) or not isinstance(row.get("settings"), dict):
+                    raise ValueError(
+                        f"{self.path}: row {index + 1}: not an evaluation records header"
+                    )
+                header = row["settings"]
             else:
                 record = ItemRecord.from_json(row)
                 self._records[(record.benchmark, record.uid)] = record
             good += len(raw) + 1
+        if header is None:
+            return False  # empty, or only a torn header
+        if header != self.settings:
+            if not self._records:
+                return False
+            count = len(self._records)
+            keys = ", ".join(_differing(header, self.settings))
+            raise SettingsMismatchError(
+                f"{self.path} holds {count} recorded item{'s' if count != 1 else ''} of an "
+                f"evaluation with other settings (differing: {keys}); pass --restart to "
+                "discard them, or use another --out"
+            )
         if good < self.path.stat().st_size:
             with self.path.open("r+b") as handle:
                 handle.truncate(min(good, self.path.stat().st_size))
-
-    def _check_settings(self, row: Mapping[str, Any]) -> None:
-        old = row.get("settings")
-        if not isinstance(old, dict):
-            raise ValueError(f"{self.path}: row 1: not an evaluation records header")
-        if old != self.settings:
-            keys = sorted(
-                k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k)
-            )
-            raise SettingsMismatchError(
-                f"{self.path} holds an evaluation with other settings (differing: "
-                f"{', '.join(keys)}); use another output directory or restart it"
-            )
+        return True
 
     def _write_lines(self, lines: Iterable[str], mode: str = "a") -> None:
         with self.path.open(mode, encoding="utf-8") as handle:
@@ -164,3 +172,16 @@ class RecordStore:
 
     def __len__(self) -> int:
         return len(self._records)
+
+
+def _differing(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The keys whose values differ, nested ones dotted (``sampling.temperature``)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [] if old == new else [prefix[:-1]]
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old or key not in new:
+            keys.append(f"{prefix}{key}")
+        else:
+            keys += _differing(old[key], new[key], f"{prefix}{key}.")
+    return keys

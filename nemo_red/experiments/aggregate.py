@@ -15,6 +15,9 @@ Every run is an ordinary training run directory with a ``metrics.jsonl``. Per ru
 Per arm: the per-seed values, their mean and sample standard deviation (0 for one seed),
 and the mean curve over seeds of each plotted key (at each step, the mean of the seeds that
 logged the key there).
+
+Accuracies are fractions in [0, 1] in ``results.json`` and percent in the markdown table
+and the plots (what a person reads), with the unit in the column headers.
 """
 
 from __future__ import annotations
@@ -189,21 +192,27 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
 def markdown_table(arms: Sequence[ArmSummary], base_accuracy: float | None = None) -> str:
-    """One row per arm: final and late accuracy (mean +- std), per-seed final values,
+    """One row per arm: final and late accuracy (mean ± std), per-seed final values,
     response length, steps to 90%, wall time.
 
-    With ``base_accuracy`` a first row gives the accuracy every arm started from.
+    Accuracies are in percent here (the unit is in the headers), fractions in
+    ``results.json``. With ``base_accuracy`` a first row gives the accuracy every arm
+    started from.
     """
     lines = [
-        f"| arm | final accuracy (mean ± std) | last {LATE_EVALS} evals (mean ± std) "
-        "| final, per seed | response length | steps to 90% | wall s |",
+        f"| arm | final accuracy (%, mean ± std) | last {LATE_EVALS} evals (%, mean ± std) "
+        "| final, per seed (%) | response length (tokens) | steps to 90% | wall s |",
         "|---|---|---|---|---|---|---|",
     ]
     if base_accuracy is not None:
-        lines.append(f"| (base model: start) | {base_accuracy:.3f} | | | | | |")
+        lines.append(f"| (base model: start) | {_pct(base_accuracy)} | | | | | |")
     for a in arms:
-        per_seed = ", ".join(_fmt(v) for v in a.final_accuracy)
+        per_seed = ", ".join(_pct(v) for v in a.final_accuracy)
         lines.append(
             f"| {a.arm} | {_pm(a.accuracy_mean, a.accuracy_std)} | {_pm(a.late_mean, a.late_std)} "
             f"| {per_seed} | {_fmt(a.mean_response_length, 1)} "
@@ -213,7 +222,7 @@ def markdown_table(arms: Sequence[ArmSummary], base_accuracy: float | None = Non
 
 
 def _pm(mean: float | None, std: float | None) -> str:
-    return "-" if mean is None or std is None else f"{mean:.3f} ± {std:.3f}"
+    return "-" if mean is None or std is None else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 def _json_curve(curve: Curve) -> dict[str, list[Any]]:

@@ -12,7 +12,7 @@ and ``key=value`` overrides of the training config) and the seeds. Layout of
     runs/<arm>/seed_<s>/   one ``nemo-red train`` run directory per (arm, seed)
     results.json           per arm: per-seed final accuracy, mean, std, response length,
                            steps to 90% of the final accuracy, times, raw and mean curves
-    results.md             the markdown table (also printed)
+    results.md             the markdown table (also printed), accuracies in percent
     plots/*.png            accuracy, H_rl, H_sft and w over steps, one line per arm
 
 Each run is a subprocess (``python -m nemo_red.cli train``), ``workers`` at a time, each with

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from nemo_red.algorithms import EntropyRegulator
 from nemo_red.data.dataset import ProblemSampler, stop_token_ids, tokenize_problems
 from nemo_red.data.loading import load_problems
-from nemo_red.data.templates import PromptTemplate, get_template
+from nemo_red.data.templates import PromptTemplate, template_from_config
 from nemo_red.evaluation import ResponseGrader
 from nemo_red.rewards import MathGrader
 from nemo_red.rollout.base import SamplingParams
@@ -82,15 +82,7 @@ def _load(config: TrainConfig, path: Path, layout: str, limit: int | None, train
 
 
 def _template(config: TrainConfig) -> PromptTemplate:
-    data = config.data
-    template = get_template(data.template)
-    if data.system_prompt is not None or data.think_prefix:
-        template = dataclasses.replace(
-            template,
-            system_prompt=data.system_prompt or template.system_prompt,
-            think_prefix=data.think_prefix,
-        )
-    return template
+    return template_from_config(config.data)
 
 
 def _tokenize(

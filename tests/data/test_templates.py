@@ -83,3 +83,20 @@ def test_get_template() -> None:
     assert get_template(no_think) is no_think
     with pytest.raises(ValueError, match="unknown prompt template keys"):
         get_template({"kind": "chat", "prefix": "x"})
+
+
+def test_template_from_a_run_config() -> None:
+    from nemo_red.data import template_from_config
+    from nemo_red.training.config import DataConfig
+
+    assert template_from_config(DataConfig(template="plain")) == TEMPLATES["plain"]
+    prompted = template_from_config(DataConfig(template="plain", system_prompt="Be brief."))
+    assert prompted == PromptTemplate(
+        kind="string", template="Question: {question}\nAnswer:", system_prompt="Be brief."
+    )
+    thinking = template_from_config(DataConfig(template="qwen_boxed", think_prefix=True))
+    assert thinking == PromptTemplate(
+        kind="chat", template=TEMPLATES["qwen_boxed"].template, think_prefix=True
+    )
+    # think_prefix: false keeps luffy's own prefix (only a true value replaces it)
+    assert template_from_config(DataConfig(template="luffy")) == TEMPLATES["luffy"]

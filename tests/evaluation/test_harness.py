@@ -92,9 +92,22 @@ def test_metrics_records_and_table(data: Path, tmp_path: Path) -> None:
     }
     out = tmp_path / "out"
     assert json.loads((out / "results.json").read_text())["overall"] == results["overall"]
-    table = (out / "results.md").read_text()
-    assert "| toy | 6 | 3 | 50.0 | 83.3 (pass@3) | 50.0 | 29 | 5.6 | 0.0 | 1 |" in table
-    assert "| **Overall** |" in table
+    assert toy["dropped"] == {"prompt_too_long": 0, "prompt_exceeds_context": 0, "invalid_gold": 1}
+    assert (toy["dropped_items"], arc["dropped_items"]) == (1, 0)
+    assert results["prompt_limits"] == {"max_prompt_tokens": None, "max_context": None}
+    table = (out / "results.md").read_text().splitlines()
+    assert table[0] == (
+        "| benchmark | items | dropped | n | accuracy (%, avg@n) | pass@k (%) | maj@n (%) | "
+        "mean length (tokens) | truncated (%) | no answer (%) |"
+    )
+    assert table[2] == "| toy | 6 | 1 | 3 | 50.0 | 83.3 (pass@3) | 50.0 | 29 | 5.6 | 0.0 |"
+    assert table[3] == "| arc_c | 3 | 0 | 3 | 66.7 | 66.7 (pass@3) | 66.7 | 24 | 0.0 | 0.0 |"
+    assert table[4] == "| **Overall** | | | | **58.3** | | | 26 | 2.8 | |"
+    assert table[5:] == [
+        "",
+        "Dropped items (not in the metrics):",
+        "- toy: 1 of 7 items dropped: 1 invalid gold answer (cannot be parsed)",
+    ]
 
 
 def test_resume_after_a_crash_regrades_nothing_and_equals_a_straight_run(
@@ -127,7 +140,9 @@ def test_torn_last_record_is_dropped(data: Path, tmp_path: Path) -> None:
 def test_other_settings_are_refused_unless_restarted(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     _run(data, out, ScriptedEngine(), ExactGrader())
-    with pytest.raises(SettingsMismatchError, match="differing: sampling"):
+    with pytest.raises(
+        SettingsMismatchError, match=r"holds 10 recorded items .*differing: sampling\.temperature\)"
+    ):
         _run(data, out, ScriptedEngine(), ExactGrader(), temperature=1.0)
     engine = ScriptedEngine()
     results = _run(data, out, engine, ExactGrader(), temperature=1.0, restart=True)
@@ -149,8 +164,54 @@ def test_limit_and_prompt_length_filter(data: Path, tmp_path: Path) -> None:
         limit=3,
         progress=False,
     )
-    assert results["benchmarks"]["toy"]["prompt_too_long"] == 3
+    toy = results["benchmarks"]["toy"]
+    assert toy["prompt_too_long"] == 3
+    assert toy["dropped"] == {"prompt_too_long": 3, "prompt_exceeds_context": 0, "invalid_gold": 0}
+    assert toy["items"] == 0
+    assert "accuracy" not in toy
+    assert results["overall"] == {}
     assert engine.calls == []
+    table = (tmp_path / "out" / "results.md").read_text().splitlines()
+    assert table[2] == "| toy | 0 | 3 | - | - | - | - | - | - | - |"
+    assert table[-1] == (
+        "- toy: 3 of 3 items dropped: 3 prompts longer than --max-prompt-tokens (19 tokens)"
+    )
+
+
+def test_prompts_beyond_the_context_are_dropped_and_counted_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "toy.jsonl"
+    rows = [{"problem": f"q{k}", "answer": str(k)} for k in (1, 10, 100, 1000)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    benchmarks = resolve_benchmarks([f"toy={path}"])
+    assert len("Question: q1\nAnswer:") == 20  # the prompts have 20, 21, 22 and 23 tokens
+
+    def run(out: str, max_prompt_tokens: int | None, engine: ScriptedEngine) -> dict:
+        return evaluate_benchmarks(
+            engine,
+            CharTokenizer(),
+            TEMPLATE,
+            ResponseGrader(ExactGrader()),
+            benchmarks,
+            EvalSettings(n=1, max_prompt_tokens=max_prompt_tokens),
+            tmp_path / out,
+            progress=False,
+            max_context=21,
+        )
+
+    engine = ScriptedEngine()
+    results = run("no_limit", None, engine)  # only the model's context limits the prompts
+    toy = results["benchmarks"]["toy"]
+    assert toy["dropped"] == {"prompt_too_long": 0, "prompt_exceeds_context": 3, "invalid_gold": 0}
+    assert (toy["items"], toy["accuracy"], engine.calls) == (1, 1.0, [1])
+    assert [r["uid"] for r in results["records"]["toy"]] == ["toy:1"]
+    assert results["prompt_limits"] == {"max_prompt_tokens": None, "max_context": 21}
+    results = run("limit", 22, ScriptedEngine())  # the prompt limit is counted first
+    toy = results["benchmarks"]["toy"]
+    assert toy["dropped"] == {"prompt_too_long": 1, "prompt_exceeds_context": 2, "invalid_gold": 0}
+    assert (tmp_path / "limit" / "results.md").read_text().splitlines()[-1] == (
+        "- toy: 3 of 4 items dropped: 1 prompt longer than --max-prompt-tokens (22 tokens); "
+        "2 prompts too long for the model's context (21 tokens, max_position_embeddings)"
+    )
 
 
 def test_paper_samples_per_benchmark_by_default(tmp_path: Path) -> None:

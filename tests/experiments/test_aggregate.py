@@ -73,9 +73,16 @@ def test_run_and_arm_summaries_by_hand():
     assert arm.steps_to_90_mean == 3.0
     assert arm.wall_s_mean == 12.0  # unknown wall times are left out
     table = markdown_table([arm])
-    assert "| red | 0.400 ± 0.141 | 0.325 ± 0.035 | 0.500, 0.300 | 15.0 | 3.0 | 12.0 |" in table
+    assert table.splitlines()[0] == (
+        "| arm | final accuracy (%, mean ± std) | last 3 evals (%, mean ± std) "
+        "| final, per seed (%) | response length (tokens) | steps to 90% | wall s |"
+    )
+    assert (
+        table.splitlines()[2]
+        == "| red | 40.0 ± 14.1 | 32.5 ± 3.5 | 50.0, 30.0 | 15.0 | 3.0 | 12.0 |"
+    )
     with_base = markdown_table([arm], base_accuracy=0.25).splitlines()
-    assert with_base[2] == "| (base model: start) | 0.250 | | | | | |"
+    assert with_base[2] == "| (base model: start) | 25.0 | | | | | |"
     assert with_base[3] == table.splitlines()[2]
 
 
@@ -114,5 +121,8 @@ def test_aggregate_writes_json_table_and_plots(tmp_path):
     assert saved["mean_curves"]["grpo"]["eval/accuracy"]["values"] == pytest.approx([0.15, 0.3])
     lines = (tmp_path / "out" / "results.md").read_text().splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["grpo", "red"]
+    # fractions in the file, percent in the table a person reads
+    assert lines[2].startswith("| grpo | 30.0 ± 14.1 | 22.5 ± 10.6 | 20.0, 40.0 |")
+    assert document["table"] == "\n".join(lines) + "\n"
     names = {p.rsplit("/", 1)[-1] for p in document["plots"]}
     assert names == {"accuracy.png", "entropy_h_rl.png", "entropy_h_sft.png", "weight_w.png"}
