@@ -82,7 +82,7 @@ def _grade(args: argparse.Namespace) -> int:
     counts = Counter(r.reason.value for r in results)
     accuracy = sum(r.reward for r in results) / max(len(results), 1)
     summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-    print(f"graded {len(results)}: accuracy {accuracy:.4f} ({summary})", file=sys.stderr)
+    print(f"graded {len(results)}: accuracy {100 * accuracy:.2f}% ({summary})", file=sys.stderr)
     return 0
 
 

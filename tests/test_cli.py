@@ -43,7 +43,7 @@ def test_grade_a_jsonl_file(tmp_path, capsys):
     graded = [json.loads(line) for line in out.read_text().splitlines()]
     assert [g["reason"] for g in graded] == ["correct", "wrong", "no_answer"]
     assert [g["reward"] for g in graded] == [1.0, 0.0, 0.0]
-    assert "accuracy 0.3333" in capsys.readouterr().err
+    assert "accuracy 33.33%" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -375,9 +375,9 @@ def _progress(enabled: bool, start: int, total: int) -> Any:
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=start, desc="nemo-red", dynamic_ncols=True, file=sys.stderr)
-    keys = {
-        "reward/online_accuracy": "acc",
-        "eval/accuracy": "eval",
+    # accuracies in percent, as in every table a person reads (files keep fractions)
+    percent = {"reward/online_accuracy": "acc%", "eval/accuracy": "eval%"}
+    plain = {
         "entropy/w": "w",
         "entropy/h_rl": "H_rl",
         "entropy/h_sft": "H_sft",
@@ -385,14 +385,10 @@ def _progress(enabled: bool, start: int, total: int) -> Any:
     }
 
     def update(metrics: dict[str, float]) -> None:
-        bar.set_postfix(
-            {
-                short: f"{metrics[k]:.3g}"
-                for k, short in keys.items()
-                if isinstance(metrics.get(k), float)
-            },
-            refresh=False,
-        )
+        have = {k for k, v in metrics.items() if isinstance(v, float)}
+        shown = {s: f"{100 * metrics[k]:.1f}" for k, s in percent.items() if k in have}
+        shown |= {s: f"{metrics[k]:.3g}" for k, s in plain.items() if k in have}
+        bar.set_postfix(shown, refresh=False)
         bar.update(1)
 
     return update
