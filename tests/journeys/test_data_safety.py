@@ -15,6 +15,7 @@ import pytest
 
 from nemo_red.cli import main
 from tests.journeys.test_user_journeys import SHORT, TINY
+from tests.torchrun import REPO_ROOT
 from tests.training.runs import env
 
 
@@ -170,3 +171,11 @@ def test_a_read_only_run_directory_is_one_line(finished, capsys):
         assert "Permission denied" in capsys.readouterr().err
     finally:
         (run / "checkpoints").chmod(0o755)
+
+
+def test_compare_refuses_an_output_directory_it_did_not_write(sandbox: Path, capsys):
+    config = REPO_ROOT / "examples" / "conf" / "compare" / "compare_tiny.yaml"
+    before = _tree(sandbox)
+    assert main(["compare", "--config", str(config), f"output_dir={sandbox}"]) == 2
+    assert "holds files that nemo-red did not write" in capsys.readouterr().err
+    assert _tree(sandbox) == before
