@@ -112,7 +112,9 @@ def worker(args: argparse.Namespace) -> None:
     model = build_gpt_model(shape, args.tp, 1, dtype=dtype)
     if args.device == "cuda":
         model.cuda()
-    actor = MegatronActor(model, shape, OptimConfig(lr=1e-5), token_budget=args.token_budget)
+    actor = MegatronActor(
+        model, shape, OptimConfig(schedule="constant", lr=1e-5), token_budget=args.token_budget
+    )
     batch = _batch(args.sequences, args.length, shape.vocab_size)
     tokens = args.sequences * args.length
     fwd_s, stats = _timed(lambda: actor.compute_logprobs_and_entropy(batch), args.repeats)

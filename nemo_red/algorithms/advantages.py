@@ -6,7 +6,7 @@ Every estimator has one signature::
 
 ``group_ids`` says which prompt each response belongs to (any integers); ``is_offline`` marks
 the teacher trace of the group. The advantage of a response is broadcast to its tokens by the
-loss (DESIGN section 2, step 2).
+loss (docs/design.md, Algorithm step 2).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def group_normalized_advantages(
 def group_accuracy(
     rewards: torch.Tensor, group_ids: torch.Tensor, is_offline: torch.Tensor
 ) -> torch.Tensor:
-    """beta = mean reward of the group's online rollouts (DESIGN section 2, step 3).
+    """beta = mean reward of the group's online rollouts (docs/design.md, Algorithm step 3).
 
     Returns:
         ``[N]`` float32: each item's group accuracy (0 for a group without online rollouts).

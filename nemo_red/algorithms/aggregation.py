@@ -1,4 +1,4 @@
-"""Token-loss aggregation modes, all with global normalisers (DESIGN section 2, step 7).
+"""Token-loss aggregation modes, all with global normalisers (docs/design.md, Algorithm step 7).
 
 Each mode maps masked per-token losses ``[B, T]`` of one micro-batch to that micro-batch's
 share of the step loss. Summing the shares of all micro-batches (and data-parallel ranks)

@@ -1,4 +1,4 @@
-"""RED's dynamic entropy regulation (paper Eq. 13, Appendix D; DESIGN section 2, step 6).
+"""RED's dynamic entropy regulation (paper Eq. 13, Appendix D; docs/design.md, Algorithm step 6).
 
 At iteration t the actor measures H_rl(t) and H_sft(t), the mean token entropies of the
 policy over the online and the offline tokens, in the pass that computes log pi_old. Then

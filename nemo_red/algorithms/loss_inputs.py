@@ -80,7 +80,7 @@ class GlobalNormalisers:
     """Counts over the whole optimizer step: every micro-batch on every data-parallel rank.
 
     Losses divide by these, never by a micro-batch's own count, so the loss and its gradient
-    do not depend on the micro-batch size or the parallel layout (DESIGN section 2, step 7).
+    do not depend on the micro-batch size or the parallel layout (docs/design.md, Algorithm step 7).
     """
 
     sequences: dict[str, float]

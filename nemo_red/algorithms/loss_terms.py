@@ -95,7 +95,7 @@ class ClippedPGParams:
 @register_term("clipped_pg", ClippedPGParams)
 def clipped_pg(batch: LossBatch, p: ClippedPGParams) -> TermOutput:
     """l = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A), rho = pi_theta / pi_old
-    (DESIGN section 2, step 4), optionally dual-clipped for A < 0."""
+    (docs/design.md, Algorithm step 4), optionally dual-clipped for A < 0."""
     ratio = torch.exp(batch.logprobs - batch.old_logprobs)
     adv = _per_token(batch.advantages, ratio)
     unclipped = -ratio * adv

@@ -1,4 +1,4 @@
-"""Loss presets: named compositions of registered terms (DESIGN section 2, preset table).
+"""Loss presets: named compositions of registered terms (docs/design.md, Algorithm, "Presets").
 
 A preset is data, not code: a :class:`LossSpec` lists :class:`TermSpec` entries (term name,
 population, coefficient, params), the aggregation mode, the normaliser population and the
@@ -127,11 +127,6 @@ class LossSpec:
     def uses_offline(self) -> bool:
         """Whether any term trains on teacher traces."""
         return any(t.on in ("offline", "all") for t in self.terms)
-
-    @property
-    def uses_entropy_regulator(self) -> bool:
-        """Whether w(t) of the entropy regulator enters the loss."""
-        return any(t.coefficient == "entropy_regulated" for t in self.terms)
 
     @property
     def needs(self) -> frozenset[str]:

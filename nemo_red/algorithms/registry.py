@@ -39,9 +39,9 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def add(self, name: str, obj: T) -> None:
-        """Registers ``obj`` under ``name``."""
-        if name in self._entries:
+    def add(self, name: str, obj: T, replace: bool = False) -> None:
+        """Registers ``obj`` under ``name`` (``replace``: even if the name is taken)."""
+        if name in self._entries and not replace:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = obj
 

@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 from nemo_red.data.templates import PromptTemplate, get_template
 from nemo_red.evaluation.benchmarks import BENCHMARKS, DATA_DIR_ENV, ResolvedBenchmark
+from nemo_red.rollout.registry import engine_names
 
 if TYPE_CHECKING:
     from nemo_red.evaluation.harness import EvalSettings
+    from nemo_red.rollout.base import RolloutEngine
 
 __all__ = [
     "DEFAULTS",
@@ -46,7 +48,6 @@ __all__ = [
     "settings_from_run",
 ]
 
-ENGINES = ("hf", "vllm", "trtllm")
 
 # The defaults of the options a run can set: used with --model, and with --run for what
 # neither the command line nor the run gives.
@@ -118,7 +119,7 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["math", "choice"], default="math", help="custom sets")
     p.add_argument("--layout", default="auto", help="layout of custom sets")
     p.add_argument("--fields", help="field map of custom sets: question=q,answer=a or JSON")
-    p.add_argument("--engine", choices=ENGINES, default="hf")
+    p.add_argument("--engine", choices=engine_names(evaluation=True), default="hf")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: bf16 on GPU")
     p.add_argument("--n", type=int, help="samples per problem (default: the paper's per set)")
     p.add_argument(
@@ -356,28 +357,24 @@ def _hf_dir(model: Path, out: Path) -> Path:
     return converted
 
 
-def build_eval_engine(args: argparse.Namespace, hf_dir: Path, context: int) -> Any:
-    """The rollout engine named by ``--engine`` on the HF directory."""
+def build_eval_engine(args: argparse.Namespace, hf_dir: Path, context: int) -> RolloutEngine:
+    """The registered rollout engine named by ``--engine`` on the HF directory."""
     import torch
 
+    from nemo_red.models.checkpoint_io import read_hf_config
+    from nemo_red.rollout.registry import EngineRequest, build_engine
+
     cuda = torch.cuda.is_available()
-    dtype = args.dtype or ("bfloat16" if cuda else "float32")
-    if args.engine == "hf":
-        from nemo_red.rollout.hf_engine import HFEngine
-
-        return HFEngine.from_pretrained(
-            hf_dir,
-            dtype=getattr(torch, dtype),
-            device="cuda" if cuda else "cpu",
-            max_batch_size=args.batch_size,
-        )
-    if args.engine == "vllm":
-        from nemo_red.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(hf_dir, dtype=dtype, max_model_len=context, seed=args.seed)
-    from nemo_red.rollout.trtllm_engine import TRTLLMEngine
-
-    return TRTLLMEngine(hf_dir, dtype=dtype, max_model_len=context, seed=args.seed)
+    request = EngineRequest(
+        hf_config=read_hf_config(hf_dir),
+        hf_dir=hf_dir,
+        dtype=args.dtype or ("bfloat16" if cuda else "float32"),
+        device="cuda" if cuda else "cpu",
+        seed=args.seed,
+        max_batch_size=args.batch_size,
+        max_model_len=context,
+    )
+    return build_engine(args.engine, request)
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -30,24 +30,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from nemo_red.monitoring import names
 from nemo_red.monitoring.metrics_log import read_metrics
 from nemo_red.monitoring.plots import plot_comparison, series
 
-ACCURACY_KEY = "eval/accuracy"
+ACCURACY_KEY = names.HELD_OUT_ACCURACY
 CURVE_KEYS = (
     ACCURACY_KEY,
-    "reward/online_accuracy",
-    "entropy/h_rl",
-    "entropy/h_sft",
-    "entropy/w",
-    "length/online_mean",
+    names.ONLINE_ACCURACY,
+    names.H_RL,
+    names.H_SFT,
+    names.W,
+    names.ONLINE_LENGTH,
 )
 # PNG file -> (title, key) drawn with one line per arm (the mean over seeds).
 COMPARE_PLOTS = {
     "accuracy.png": ("Held-out accuracy (mean over seeds)", ACCURACY_KEY),
-    "entropy_h_rl.png": ("H_rl: entropy of online tokens", "entropy/h_rl"),
-    "entropy_h_sft.png": ("H_sft: entropy of teacher tokens", "entropy/h_sft"),
-    "weight_w.png": ("w: offline weight", "entropy/w"),
+    "entropy_h_rl.png": ("H_rl: entropy of online tokens", names.H_RL),
+    "entropy_h_sft.png": ("H_sft: entropy of teacher tokens", names.H_SFT),
+    "weight_w.png": ("w: offline weight", names.W),
 }
 
 LATE_EVALS = 3
@@ -140,8 +141,8 @@ def summarize_run(
 ) -> RunSummary:
     """A :class:`RunSummary` from one run's metrics rows (see the module docstring)."""
     accuracy = series(rows, accuracy_key)
-    lengths = series(rows, "length/online_mean")[1]
-    times = _finite(series(rows, "time/step")[1])
+    lengths = series(rows, names.ONLINE_LENGTH)[1]
+    times = _finite(series(rows, names.STEP_TIME)[1])
     return RunSummary(
         arm=arm,
         seed=seed,
@@ -149,7 +150,7 @@ def summarize_run(
         late_accuracy=late_value(accuracy),
         steps_to_90=steps_to_fraction(accuracy),
         mean_response_length=_mean(lengths),
-        final_eval_response_length=final_value(series(rows, "eval/response_length")),
+        final_eval_response_length=final_value(series(rows, names.EVAL_RESPONSE_LENGTH)),
         train_time_s=sum(times),
         wall_s=wall_s,
         steps=max((int(r["step"]) for r in rows), default=0),

@@ -44,6 +44,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from nemo_red.monitoring import names
 from nemo_red.outputs import DirectoryLock, claim_directory
 from nemo_red.training.config import ConfigError, load_config
 
@@ -98,7 +99,7 @@ class CompareConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     workers: int = 1
     threads_per_worker: int = 1
-    accuracy_key: str = "eval/accuracy"
+    accuracy_key: str = names.HELD_OUT_ACCURACY
 
 
 @dataclass(frozen=True)

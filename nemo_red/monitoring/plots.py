@@ -29,6 +29,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nemo_red.monitoring import names
 from nemo_red.monitoring.metrics_log import read_metrics
 
 if TYPE_CHECKING:
@@ -105,10 +106,8 @@ class RunPlot:
 
 # File name -> what it draws.
 RUN_PLOTS: dict[str, RunPlot] = {
-    "entropy.png": RunPlot(
-        "Token entropy", (Panel("entropy (nats)", ("entropy/h_rl", "entropy/h_sft")),)
-    ),
-    "weight.png": RunPlot("Offline weight", (Panel("w", ("entropy/w",)),)),
+    "entropy.png": RunPlot("Token entropy", (Panel("entropy (nats)", (names.H_RL, names.H_SFT)),)),
+    "weight.png": RunPlot("Offline weight", (Panel("w", (names.W,)),)),
     # the teacher trace is right nearly always: its own small panel, so that its 100% does
     # not squash the online and held-out accuracy against the bottom
     "accuracy.png": RunPlot(
@@ -116,15 +115,15 @@ RUN_PLOTS: dict[str, RunPlot] = {
         (
             Panel(
                 "accuracy (%)",
-                ("eval/accuracy", "reward/online_accuracy"),
+                (names.HELD_OUT_ACCURACY, names.ONLINE_ACCURACY),
                 percent=True,
-                prominent="eval/accuracy",
+                prominent=names.HELD_OUT_ACCURACY,
                 min_span=10.0,
                 floor=0.0,
             ),
             Panel(
                 "teacher (%)",
-                ("reward/offline_accuracy",),
+                (names.OFFLINE_ACCURACY,),
                 percent=True,
                 height=0.35,
                 min_span=20.0,
@@ -136,24 +135,24 @@ RUN_PLOTS: dict[str, RunPlot] = {
         (
             Panel(
                 "accuracy (%)",
-                ("eval/overall/accuracy",),
-                pattern="eval/*/accuracy",
+                (names.OVERALL_ACCURACY,),
+                pattern=names.BENCHMARK_ACCURACY_PATTERN,
                 percent=True,
-                prominent="eval/overall/accuracy",
+                prominent=names.OVERALL_ACCURACY,
                 min_span=10.0,
                 floor=0.0,
             ),
         ),
     ),
     "response_length.png": RunPlot(
-        "Response length", (Panel("tokens", ("length/online_mean", "length/offline_mean")),)
+        "Response length", (Panel("tokens", (names.ONLINE_LENGTH, names.OFFLINE_LENGTH)),)
     ),
     "clip_fraction.png": RunPlot(
         "Clip fraction",
         (
             Panel(
                 "clipped tokens (%)",
-                ("online/clip_frac", "offline/clip_frac"),
+                (names.ONLINE_CLIP_FRACTION, names.OFFLINE_CLIP_FRACTION),
                 percent=True,
                 min_span=1.0,
                 floor=0.0,
@@ -163,9 +162,9 @@ RUN_PLOTS: dict[str, RunPlot] = {
     "optimization.png": RunPlot(
         "Optimization",
         (
-            Panel("loss", ("loss/total",), height=0.7),
-            Panel("grad norm", ("grad_norm",), height=0.7, log=True, flag="skipped"),
-            Panel("learning rate", ("lr",), height=0.7, log=True),
+            Panel("loss", (names.LOSS,), height=0.7),
+            Panel("grad norm", (names.GRAD_NORM,), height=0.7, log=True, flag=names.SKIPPED),
+            Panel("learning rate", (names.LR,), height=0.7, log=True),
         ),
     ),
 }
@@ -218,19 +217,17 @@ def set_step_axis(ax: Axes) -> None:
 
 # what a person reads in a legend, for the keys whose name says less
 _LABELS = {
-    "eval/accuracy": "held-out",
-    "eval/overall/accuracy": "overall",
-    "reward/online_accuracy": "online rollouts",
-    "reward/offline_accuracy": "teacher trace",
+    names.HELD_OUT_ACCURACY: "held-out",
+    names.OVERALL_ACCURACY: "overall",
+    names.ONLINE_ACCURACY: "online rollouts",
+    names.OFFLINE_ACCURACY: "teacher trace",
 }
 
 
 def _label(key: str) -> str:
     if key in _LABELS:
         return _LABELS[key]
-    if key.startswith("eval/") and key.endswith("/accuracy"):
-        return key.removeprefix("eval/").removesuffix("/accuracy")  # a benchmark's name
-    return key
+    return names.benchmark_of(key) or key  # a benchmark's name
 
 
 def _draw_lines(
@@ -344,7 +341,7 @@ def _draw_flags(ax: Axes, rows: Rows, key: str) -> None:
         )
 
 
-STAGE_KEY = "stage/sft_only"  # 1.0 on the steps of an SFT-only stage, 0.0 on RL steps
+STAGE_KEY = names.SFT_ONLY  # 1.0 on the steps of an SFT-only stage, 0.0 on RL steps
 
 
 def _stages(rows: Rows) -> list[tuple[int, bool]]:

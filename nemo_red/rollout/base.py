@@ -20,6 +20,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
+from nemo_red.monitoring import names
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -81,6 +83,19 @@ class Completion:
 
 
 @runtime_checkable
+class PolicyWeights(Protocol):
+    """A source of a policy's full weights in the Hugging Face layout (the training actor)."""
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor of the policy under its HF name (collective where the policy is
+        sharded: every rank calls it and gets the full dict)."""
+        ...
+
+
+WeightSource = Mapping[str, torch.Tensor] | PolicyWeights
+
+
+@runtime_checkable
 class RolloutEngine(Protocol):
     """What the training loop needs from a generation backend."""
 
@@ -90,8 +105,9 @@ class RolloutEngine(Protocol):
         """``params.n`` completions for each prompt, in prompt order."""
         ...
 
-    def update_weights(self, actor: Any) -> None:
-        """Makes the engine sample from the actor's current weights."""
+    def update_weights(self, source: WeightSource) -> None:
+        """Makes the engine sample from ``source``'s weights (a HF state dict or a
+        :class:`PolicyWeights` provider such as the training actor)."""
         ...
 
     def sleep(self) -> None:
@@ -146,18 +162,17 @@ def logprob_gap(
     """
     diff = (engine_logprobs.float() - actor_logprobs.float()).abs()[mask]
     if diff.numel() == 0:
-        return {"logprob_gap/max": 0.0, "logprob_gap/mean": 0.0}
-    return {"logprob_gap/max": float(diff.max()), "logprob_gap/mean": float(diff.mean())}
+        return {names.LOGPROB_GAP_MAX: 0.0, names.LOGPROB_GAP_MEAN: 0.0}
+    return {names.LOGPROB_GAP_MAX: float(diff.max()), names.LOGPROB_GAP_MEAN: float(diff.mean())}
 
 
-def hf_weights(source: Any) -> dict[str, torch.Tensor]:
-    """HF-layout weights from a state dict, or gathered from a ``MegatronActor`` (collective).
-
-    Engines' ``update_weights`` accept either, so they can be refit from the training actor
-    or from any HF state dict.
-    """
+def hf_weights(source: WeightSource) -> dict[str, torch.Tensor]:
+    """HF-layout weights from a state dict or a :class:`PolicyWeights` provider (collective
+    for a sharded provider)."""
     if isinstance(source, Mapping):
         return dict(source)
-    from nemo_red.training.weights import full_hf_state_dict
-
-    return full_hf_state_dict(source)
+    if isinstance(source, PolicyWeights):
+        return source.hf_state_dict()
+    raise TypeError(
+        f"weights must be a HF state dict or a PolicyWeights provider, got {type(source).__name__}"
+    )

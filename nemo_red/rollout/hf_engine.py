@@ -1,8 +1,9 @@
 """``hf``: a ``transformers`` Qwen2ForCausalLM, refit in memory from the actor.
 
 The engine owns its own copy of the weights (on its own device and dtype); ``update_weights``
-gathers the actor's shards into the HF layout (``nemo_red.training.weights``) and loads them
-in place, so no checkpoint round trip is needed. Decoding uses transformers' KV cache with
+takes them in the HF layout, as a state dict or from a ``PolicyWeights`` provider (the
+training actor gathers its shards), and loads them in place, so no checkpoint round trip is
+needed. Decoding uses transformers' KV cache with
 left padding masked out. ``sleep`` moves the weights to CPU memory and frees the GPU cache;
 ``wake`` moves them back (both are no-ops on a CPU engine).
 """
@@ -17,6 +18,7 @@ import torch
 
 from nemo_red.rollout.base import Completion, SamplingParams, hf_weights, validate_request
 from nemo_red.rollout.decoding import generate_batched
+from nemo_red.rollout.registry import EngineRequest, register_engine
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -145,3 +147,22 @@ class HFEngine:
         if self.model is None:
             raise RuntimeError("HFEngine was shut down")
         return self.model
+
+
+@register_engine("hf", holds_memory=True)
+def _build(request: EngineRequest) -> HFEngine:
+    """A transformers model: loaded from ``request.hf_dir``, or built from the config and
+    refit from ``request.policy``."""
+    dtype = getattr(torch, request.dtype)
+    device, batch = request.device, request.max_batch_size
+    if request.policy is None:
+        if request.hf_dir is None:
+            raise ValueError("the hf engine needs a HF directory or a policy to follow")
+        return HFEngine.from_pretrained(
+            request.hf_dir, dtype=dtype, device=device, max_batch_size=batch
+        )
+    engine = HFEngine.from_config(
+        request.hf_config, dtype=dtype, device=device, max_batch_size=batch
+    )
+    engine.update_weights(request.policy)
+    return engine

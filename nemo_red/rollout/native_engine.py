@@ -21,6 +21,7 @@ from nemo_red.models.conversion import hf_to_megatron
 from nemo_red.models.qwen2 import Qwen2Shape, load_weights
 from nemo_red.rollout.base import Completion, SamplingParams, validate_request
 from nemo_red.rollout.decoding import generate_batched
+from nemo_red.rollout.registry import EngineRequest, register_engine
 
 
 class _MegatronDecode:
@@ -152,3 +153,9 @@ class NativeEngine:
         if self.model is None:
             raise RuntimeError("NativeEngine was shut down")
         return self.model
+
+
+@register_engine("native", follows_policy=True)
+def _build(request: EngineRequest) -> NativeEngine:
+    """Samples with the training actor's own megatron model (training only)."""
+    return NativeEngine.from_actor(request.policy, max_batch_size=request.max_batch_size)

@@ -44,6 +44,7 @@ from nemo_red.rollout.base import (
     hf_weights,
     validate_request,
 )
+from nemo_red.rollout.registry import EngineRequest, register_engine
 
 WORKER_EXTENSION = "tensorrt_llm.llmapi.rlhf_utils.WorkerExtension"
 # ExecutorMemoryType values of 1.2.0 (tensorrt_llm/_torch/virtual_memory.py), minus the
@@ -295,4 +296,18 @@ def _completion(out: Any) -> Completion:
         token_ids=torch.tensor(ids, dtype=torch.long),
         logprobs=torch.tensor(values, dtype=torch.float32),
         finish_reason=reason,
+    )
+
+
+@register_engine("trtllm", starts_from_hf_dir=True, holds_memory=True)
+def _build(request: EngineRequest) -> TRTLLMEngine:
+    """TensorRT-LLM on ``request.hf_dir`` (not verified against a real TensorRT-LLM; see
+    the module docstring)."""
+    assert request.hf_dir is not None  # checked by registry.build_engine
+    return TRTLLMEngine(
+        request.hf_dir,
+        tensor_parallel_size=request.tensor_parallel_size,
+        dtype=request.dtype,
+        max_model_len=request.max_model_len,
+        seed=request.seed,
     )

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from nemo_red.rollout.base import Completion, SamplingParams, hf_weights, validate_request
+from nemo_red.rollout.registry import EngineRequest, register_engine
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -251,3 +252,16 @@ class VLLMEngine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+@register_engine("vllm", starts_from_hf_dir=True, holds_memory=True)
+def _build(request: EngineRequest) -> VLLMEngine:
+    """``vllm.LLM`` on ``request.hf_dir`` (vLLM is imported here, not at module import)."""
+    assert request.hf_dir is not None  # checked by registry.build_engine
+    return VLLMEngine(
+        request.hf_dir,
+        dtype=request.dtype,
+        max_model_len=request.max_model_len,
+        seed=request.seed,
+        tensor_parallel_size=request.tensor_parallel_size,
+    )

@@ -34,6 +34,7 @@ from nemo_red.algorithms.token_stats import (
 )
 from nemo_red.models.qwen2 import Qwen2Shape, load_weights
 from nemo_red.models.sdpa_attention import packed_row_params
+from nemo_red.monitoring import names
 from nemo_red.training.optim import (
     OptimConfig,
     build_optimizer,
@@ -84,6 +85,13 @@ class MegatronActor:
         config.batch_p2p_sync = False
         config.variable_seq_lengths = False
         self.ddp_model, self.optimizer = build_optimizer(model, optim)
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """The full policy in the HF layout, gathered over TP and PP (collective): what
+        rollout engines are refit from (``nemo_red.rollout.base.PolicyWeights``)."""
+        from nemo_red.training.weights import full_hf_state_dict
+
+        return full_hf_state_dict(self)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -244,9 +252,9 @@ class MegatronActor:
         set_step_hyperparameters(self.optimizer, lr, self.optim_config.weight_decay)
         ok, grad_norm, _ = self.optimizer.step()
         if not ok:  # inf/NaN in some gradient, on any rank: no update
-            return {"grad_norm": math.nan, "lr": lr, "skipped": 1.0}
+            return {names.GRAD_NORM: math.nan, names.LR: lr, names.SKIPPED: 1.0}
         self.steps_done += 1
-        return {"grad_norm": float(grad_norm), "lr": lr, "skipped": 0.0}
+        return {names.GRAD_NORM: float(grad_norm), names.LR: lr, names.SKIPPED: 0.0}
 
     def state_dict(self) -> dict[str, Any]:
         """Model shard and step counter of this rank (the same on every data-parallel rank)."""

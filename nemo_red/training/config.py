@@ -230,7 +230,14 @@ class ParallelConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """How online responses are sampled (G = ``n`` per prompt)."""
+    """How online responses are sampled (G = ``n`` per prompt).
+
+    ``engine`` names a registered engine (``nemo_red/rollout/registry.py``). With
+    ``sleep_while_training``, an engine that keeps its own weights on the device (hf,
+    vLLM, TensorRT-LLM) sleeps from the end of a step's rollouts until its refit, freeing
+    that memory for the update; an engine that shares the actor's weights (native) does
+    not, and on CPU sleeping frees nothing.
+    """
 
     engine: str = "native"
     n: int = 7
@@ -242,10 +249,13 @@ class RolloutConfig:
     eval_temperature: float = 0.6
     eval_max_new_tokens: int | None = None
     eval_n: int = 1
+    sleep_while_training: bool = True
 
     def __post_init__(self) -> None:
-        engines = ("native", "hf", "vllm", "trtllm")
-        _require(self.engine in engines, "rollout.engine", f"one of {list(engines)}", self.engine)
+        from nemo_red.rollout.registry import engine_names
+
+        engines = engine_names()
+        _require(self.engine in engines, "rollout.engine", f"one of {engines}", self.engine)
         _at_least(
             "rollout",
             1,
@@ -283,7 +293,7 @@ class RegulatorConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One stage of a schedule: a loss preset for a number of steps."""
+    """One stage of a run: a loss preset for a number of steps."""
 
     preset: str = "red"
     steps: int = 1
@@ -294,7 +304,7 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class HPTConfig:
-    """HPT's per-prompt switch (``algorithm.schedule: hpt``, see ``training/schedules.py``).
+    """HPT's per-prompt switch (``algorithm.step_rule: hpt``, see ``training/step_rules.py``).
 
     Attributes:
         gate: a prompt with at most this many correct online rollouts trains on its teacher
@@ -311,7 +321,7 @@ class HPTConfig:
 
 @dataclass(frozen=True)
 class ReliftConfig:
-    """ReLIFT's buffer of failed questions (``algorithm.schedule: relift``).
+    """ReLIFT's buffer of failed questions (``algorithm.step_rule: relift``).
 
     Attributes:
         buffer_size: an SFT update on the buffered teacher traces runs once the buffer holds
@@ -326,19 +336,17 @@ class ReliftConfig:
         _at_least("algorithm.relift", 1, buffer_size=self.buffer_size)
 
 
-SCHEDULES = ("plain", "hpt", "relift")
-
-
 @dataclass(frozen=True)
 class AlgorithmConfig:
     """The loss: a preset, optional overrides of its parts, and the regulator.
 
-    The schedule is ``sft_warmup_steps`` steps of the ``sft`` preset (a cold start for a
+    The stages are ``sft_warmup_steps`` steps of the ``sft`` preset (a cold start for a
     model that has never seen the answer format), then ``preset`` until
-    ``trainer.total_steps``; ``stages`` replaces that with an explicit list. ``schedule``
-    adds a per-step rule on top of the stages' presets: ``hpt`` (per-prompt SFT or GRPO)
-    or ``relift`` (SFT updates on a buffer of failed questions); see
-    ``nemo_red/training/schedules.py``.
+    ``trainer.total_steps``; ``stages`` replaces that with an explicit list. ``step_rule``
+    says how a step of a stage with rollouts uses them: ``plain``, ``hpt`` (per-prompt SFT
+    or GRPO) or ``relift`` (SFT updates on a buffer of failed questions); see
+    ``nemo_red/training/step_rules.py``. (``step_rule`` was called ``schedule`` before; that
+    key is still read.)
     """
 
     preset: str = "red"
@@ -352,7 +360,7 @@ class AlgorithmConfig:
     sft_warmup_steps: int = 0
     dynamic_sampling: bool = False
     overlong_buffer: int = 0
-    schedule: str = "plain"
+    step_rule: str = "plain"
     hpt: HPTConfig = field(default_factory=HPTConfig)
     relift: ReliftConfig = field(default_factory=ReliftConfig)
 
@@ -360,7 +368,7 @@ class AlgorithmConfig:
         for name in [self.preset, *(s.preset for s in self.stages), self.relift.preset]:
             if name not in PRESETS:
                 raise ConfigError(f"algorithm: unknown preset {name!r}; valid: {PRESETS.names()}")
-        self._check_schedule()
+        self._check_step_rule()
         if self.advantage is not None and self.advantage not in ADVANTAGE_ESTIMATORS:
             raise ConfigError(
                 f"algorithm.advantage {self.advantage!r} unknown; "
@@ -378,13 +386,22 @@ class AlgorithmConfig:
             overlong_buffer=self.overlong_buffer,
         )
         self._check_term_params()
+        needs_reference = [
+            n for n in self.presets_used() if "ref_logprobs" in self.loss_spec(n).needs
+        ]
+        if needs_reference:
+            raise ConfigError(
+                f"algorithm: the loss of {needs_reference} has a KL term to a reference policy "
+                "(algorithm.kl_coef > 0), and training does not compute reference log-probs "
+                "yet; set algorithm.kl_coef=0 (RED and LUFFY use no KL term)"
+            )
 
     def presets_used(self) -> list[str]:
         """Every preset a step of this algorithm may train with (SFT warm-up included)."""
         names = [self.preset, *(s.preset for s in self.stages)]
         if self.sft_warmup_steps and not self.stages:
             names.append("sft")
-        if self.schedule == "relift":
+        if self.step_rule == "relift":
             names.append(self.relift.preset)
         return list(dict.fromkeys(names))
 
@@ -429,42 +446,52 @@ class AlgorithmConfig:
             )
         return spec
 
-    def _check_schedule(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"algorithm.schedule {self.schedule!r} unknown; valid: {SCHEDULES}")
+    def _check_step_rule(self) -> None:
+        from nemo_red.training.step_rules import STEP_RULES
+
+        if self.step_rule not in STEP_RULES:
+            raise ConfigError(
+                f"algorithm.step_rule must be one of {STEP_RULES.names()}, got {self.step_rule!r}"
+            )
         specs = [PRESETS.get(n) for n in [self.preset, *(s.preset for s in self.stages)]]
         online = [s for s in specs if s.uses_online]
-        if self.schedule != "plain" and not online:
+        if self.step_rule != "plain" and not online:
             raise ConfigError(
-                f"algorithm.schedule {self.schedule!r} needs a preset with online rollouts"
+                f"algorithm.step_rule {self.step_rule!r} needs a preset with online rollouts"
             )
-        if self.schedule == "hpt" and any(s.uses_offline for s in online):
-            raise ConfigError(
-                "algorithm.schedule 'hpt' adds its own SFT term: its online presets must not "
-                f"train on teacher traces (got {[s.name for s in online if s.uses_offline]})"
-            )
-        relift = PRESETS.get(self.relift.preset)
-        if self.schedule == "relift" and (relift.uses_online or not relift.uses_offline):
-            raise ConfigError(
-                f"algorithm.relift.preset {relift.name!r} must train on teacher traces only"
-            )
+        why = STEP_RULES.get(self.step_rule).check(self, online)
+        if why is not None:
+            raise ConfigError(f"algorithm.step_rule {self.step_rule!r}: {why}")
+
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass(frozen=True)
 class OptimSection:
-    """AdamW and its schedule: the fields of ``nemo_red.training.optim.OptimConfig`` that a
-    config sets (the trainer adds ``total_steps`` from the schedule of stages)."""
+    """AdamW and its learning-rate schedule; the one place their defaults live (the actor's
+    ``nemo_red.training.optim.OptimConfig`` adds the schedule's length).
+
+    Attributes:
+        lr: peak learning rate (paper RL: 2e-6).
+        min_lr: learning rate at the end of a linear or cosine decay.
+        schedule: "constant", "linear" or "cosine" (after warm-up).
+        warmup_steps: linear warm-up from 0 to ``lr``.
+        weight_decay, adam_beta1, adam_beta2, adam_eps: AdamW.
+        clip_grad: max global grad norm (0 disables clipping).
+    """
 
     lr: float = 2e-6
     min_lr: float = 0.0
     schedule: str = "linear"
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
     clip_grad: float = 1.0
 
     def __post_init__(self) -> None:
-        from nemo_red.training.optim import SCHEDULES as LR_SCHEDULES
-
         key = "trainer.optim"
         _require(self.lr > 0, f"{key}.lr", "> 0", self.lr)
         _require(0 <= self.min_lr <= self.lr, f"{key}.min_lr", f"in [0, lr={self.lr}]", self.min_lr)
@@ -475,6 +502,10 @@ class OptimSection:
             self.schedule,
         )
         _at_least(key, 0, warmup_steps=self.warmup_steps, weight_decay=self.weight_decay)
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            _require(0 <= value < 1, f"{key}.{name}", "in [0, 1)", value)
+        _require(self.adam_eps > 0, f"{key}.adam_eps", "> 0", self.adam_eps)
         _require(self.clip_grad >= 0, f"{key}.clip_grad", ">= 0 (0: no clipping)", self.clip_grad)
 
 
@@ -588,7 +619,9 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
     layers = [OmegaConf.structured(TrainConfig)]
     if path is not None:
         layers += _yaml_layers(Path(path), seen=())
-    layers.append(OmegaConf.from_dotlist(list(overrides)))
+    layers.append(OmegaConf.from_dotlist([_renamed_override(o) for o in overrides]))
+    for layer in layers[1:]:
+        _rename_keys(layer)
     try:
         merged = OmegaConf.merge(*layers)
         config = OmegaConf.to_object(merged)
@@ -606,6 +639,31 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
     # The schema is the structured TrainConfig, so to_object builds one.
     assert isinstance(config, TrainConfig)
     return config
+
+
+# keys that were renamed: old dotted key -> new (configs and run directories that use an
+# old name keep working)
+RENAMED_KEYS = {"algorithm.schedule": "algorithm.step_rule"}
+
+
+def renamed_key(key: str) -> str:
+    """Today's name of a dotted config key (the key itself unless it was renamed)."""
+    return RENAMED_KEYS.get(key, key)
+
+
+def _renamed_override(override: str) -> str:
+    key, sep, value = override.partition("=")
+    return renamed_key(key) + sep + value if sep else override
+
+
+def _rename_keys(layer: DictConfig) -> None:
+    """Moves the renamed keys of a config layer to their new names, in place."""
+    for old, new in RENAMED_KEYS.items():
+        section, _, leaf = old.rpartition(".")
+        node = OmegaConf.select(layer, section) if section else layer
+        if isinstance(node, DictConfig) and leaf in node:
+            value = node.pop(leaf)
+            OmegaConf.update(layer, new, value, merge=False)
 
 
 def _yaml_layers(path: Path, seen: tuple[Path, ...]) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Grading generated token ids, and evaluation during training.
+"""Evaluation during training.
 
 Every ``trainer.eval_every`` steps the trainer evaluates the held-out problems of the run
 (``data.eval_path``, or the generated task's test split) and, when ``data.eval_benchmarks``
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import torch.distributed as dist
 
 from nemo_red.data.dataset import TokenizedProblem
 from nemo_red.data.templates import PromptTemplate
@@ -29,23 +29,14 @@ from nemo_red.evaluation import (
     resolve_benchmarks,
     summarise,
 )
-from nemo_red.rewards import GradeResult, MathGrader
-from nemo_red.rollout.base import SamplingParams
+from nemo_red.monitoring import names
+from nemo_red.rollout.base import RolloutEngine, SamplingParams
+
+if TYPE_CHECKING:
+    from nemo_red.training.assembly import RunParts
+    from nemo_red.training.config import TrainConfig
 
 HELD_OUT = "heldout"
-
-
-@dataclass
-class TokenGrader:
-    """Decodes completions with the run's tokenizer and grades them with math-verify."""
-
-    grader: MathGrader
-    tokenizer: Any
-
-    def grade(self, token_ids: Sequence[torch.Tensor], golds: Sequence[str]) -> list[GradeResult]:
-        """One result per completion (decoded without special tokens)."""
-        texts = [self.tokenizer.decode(t.tolist(), skip_special_tokens=True) for t in token_ids]
-        return self.grader.grade(texts, list(golds))
 
 
 @dataclass(frozen=True)
@@ -82,22 +73,28 @@ def benchmark_sets(
     return sets
 
 
-def _set_metrics(prefix: str, summary: dict[str, Any]) -> dict[str, float]:
+def _set_metrics(set_name: str, summary: dict[str, Any]) -> dict[str, float]:
     if "accuracy" not in summary:
         return {}
+
+    def key(metric: str) -> str:
+        if set_name == HELD_OUT:
+            return names.EVAL_PREFIX + metric
+        return names.eval_metric(set_name, metric)
+
     metrics = {
-        f"{prefix}/accuracy": summary["accuracy"],
-        f"{prefix}/response_length": summary["length"]["mean"],
-        f"{prefix}/truncated": summary["truncated"],
+        key("accuracy"): summary["accuracy"],
+        key("response_length"): summary["length"]["mean"],
+        key("truncated"): summary["truncated"],
     }
     n = summary["samples_per_item"]
     if n > 1:
-        metrics[f"{prefix}/pass@{n}"] = summary[f"pass@{n}"]
+        metrics[key(f"pass@{n}")] = summary[f"pass@{n}"]
     return metrics
 
 
 def evaluate_sets(
-    engine: Any,
+    engine: RolloutEngine,
     tokenizer: Any,
     grader: ResponseGrader,
     sets: Sequence[EvalSet],
@@ -140,10 +137,45 @@ def evaluate_sets(
     accuracies = []
     for eval_set in sets:
         summary = summarise([r for r in merged if r["benchmark"] == eval_set.name])
-        prefix = "eval" if eval_set.name == HELD_OUT else f"eval/{eval_set.name}"
-        metrics.update(_set_metrics(prefix, summary))
+        metrics.update(_set_metrics(eval_set.name, summary))
         if eval_set.name != HELD_OUT and "accuracy" in summary:
             accuracies.append(summary["accuracy"])
     if accuracies:
-        metrics["eval/overall/accuracy"] = sum(accuracies) / len(accuracies)
+        metrics[names.OVERALL_ACCURACY] = sum(accuracies) / len(accuracies)
     return metrics
+
+
+def evaluate_run(config: TrainConfig, parts: RunParts) -> dict[str, float]:
+    """The evaluation of a training run now: its held-out and benchmark sets, sampled with
+    ``rollout.eval_*`` on the run's engine, problems shared over data-parallel ranks
+    (collective; every rank gets the same metrics). Empty when the run has no sets."""
+    if not parts.eval:
+        return {}
+    from megatron.core import parallel_state as ps
+
+    group = ps.get_data_parallel_group()
+    size = ps.get_data_parallel_world_size()
+
+    def gather(records: list[dict]) -> list[dict]:
+        everyone: list[Any] = [None] * size
+        dist.all_gather_object(everyone, records, group=group)
+        return [record for part in everyone for record in part]
+
+    rollout = config.rollout
+    params = SamplingParams(
+        n=rollout.eval_n,
+        temperature=rollout.eval_temperature,
+        max_new_tokens=rollout.eval_max_new_tokens or rollout.max_new_tokens,
+        stop_token_ids=tuple(parts.stop_token_ids),
+        seed=config.run.seed,
+    )
+    grader = ResponseGrader(parts.rewards.grader, think_split=config.trainer.think_split)
+    return evaluate_sets(
+        parts.engine,
+        parts.tokenizer,
+        grader,
+        parts.eval,
+        params,
+        shard=(ps.get_data_parallel_rank(), size),
+        gather=gather,
+    )

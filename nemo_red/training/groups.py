@@ -1,7 +1,7 @@
 """From rollouts and teacher traces to the step's groups: rewards, advantages, beta.
 
 For each prompt the group holds G online completions and, when the loss uses teacher
-traces, the prompt's teacher trace (DESIGN section 2, steps 1-3). Optional DAPO pieces:
+traces, the prompt's teacher trace (docs/design.md, Algorithm steps 1-3). Optional DAPO pieces:
 dynamic sampling drops groups whose online rewards all agree (they carry no GRPO signal),
 and the overlong penalty lowers the reward of responses that run into the last
 ``overlong_buffer`` tokens before the length limit.

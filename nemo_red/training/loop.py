@@ -1,8 +1,10 @@
-"""The RED training loop (DESIGN section 3's data flow), one optimizer step per phase list.
+"""The RED training loop (docs/design.md, "Data flow"): one iteration, phase by phase.
 
 Per iteration: sample prompts -> rollouts (sharded over data-parallel ranks) -> grade ->
 groups of G online + 1 teacher trace -> advantages and beta -> log pi_old and entropies ->
 entropy regulator w(t) -> K updates -> refit the engine -> metrics -> checkpoint / eval.
+An engine with weights of its own (hf, vLLM, TensorRT-LLM) sleeps from the end of the rollouts
+to the refit when ``rollout.sleep_while_training``.
 
 Where it departs from the paper's public code, and why:
 * Teacher traces are found by an explicit flag, never by position in the batch.
@@ -11,25 +13,31 @@ Where it departs from the paper's public code, and why:
 * The offline item's reward is graded like any response unless ``data.trust_offline``.
 * Steps with non-finite gradients are skipped and logged; training stops after
   ``trainer.max_consecutive_skips`` in a row.
-* ``algorithm.schedule`` (HPT, ReLIFT) changes which items a step trains on, not the loss
-  terms; see ``schedules.py``.
+* ``algorithm.step_rule`` (HPT, ReLIFT) changes which items a step trains on, not the loss
+  terms; see ``step_rules.py``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from nemo_red.algorithms import LossSpec, StepContext
+from nemo_red.monitoring import names
 from nemo_red.rollout.base import Completion, SamplingParams, logprob_gap
+from nemo_red.rollout.registry import engine_info
 from nemo_red.training.config import StageConfig, TrainConfig
 from nemo_red.training.groups import GroupInput, StepGroups, build_groups
-from nemo_red.training.schedules import ReliftBuffer, hpt_loss, route_hpt
+from nemo_red.training.step_rules import StepOutcome, build_step_rule
+
+if TYPE_CHECKING:
+    from nemo_red.data.dataset import TokenizedProblem
+    from nemo_red.training.assembly import RunParts
 
 
 class PhaseTimer:
@@ -44,9 +52,12 @@ class PhaseTimer:
         try:
             yield
         finally:
-            self.times[f"time/{name}"] = self.times.get(f"time/{name}", 0.0) + (
-                time.perf_counter() - start
-            )
+            self.add(name, time.perf_counter() - start)
+
+    def add(self, name: str, seconds: float) -> None:
+        """Adds ``seconds`` to phase ``name``."""
+        key = names.phase_time(name)
+        self.times[key] = self.times.get(key, 0.0) + seconds
 
 
 def stage_at(stages: list[StageConfig], step: int) -> StageConfig:
@@ -62,33 +73,33 @@ def stage_at(stages: list[StageConfig], step: int) -> StageConfig:
 class StepRunner:
     """One training iteration: the phases of the module docstring, with their metrics.
 
-    Holds references to the run's parts (built by ``trainer.RedTrainer``).
+    Holds references to the run's parts (built by ``assembly.assemble_run``); the step rule
+    and each stage's loss are chosen once, here.
     """
 
-    def __init__(self, config: TrainConfig, parts: Any) -> None:
+    def __init__(self, config: TrainConfig, parts: RunParts) -> None:
         self.config = config
         self.parts = parts
         self.teacher_rewards: dict[str, float] = {}
-        self.relift = ReliftBuffer(config.algorithm.relift.buffer_size)
+        self.rule = build_step_rule(config.algorithm)
+        presets = {stage.preset for stage in config.stages()}
+        self._losses = {p: self.rule.loss(config.algorithm.loss_spec(p)) for p in presets}
+        self._offline_losses: dict[str, LossSpec] = {}
+        engine = engine_info(config.rollout.engine)
+        self._sleeps = config.rollout.sleep_while_training and engine.holds_memory
 
     def state_dict(self) -> dict[str, Any]:
         """The loop's own training state (JSON-serialisable), saved in checkpoints."""
-        state: dict[str, Any] = {"teacher_rewards": self.teacher_rewards}
-        if self.config.algorithm.schedule == "relift":
-            state["relift_buffer"] = self.relift.state_dict()
-        return state
+        return {"teacher_rewards": self.teacher_rewards, **self.rule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores :meth:`state_dict` (keys a checkpoint lacks keep their initial value)."""
         self.teacher_rewards = dict(state.get("teacher_rewards", {}))
-        if "relift_buffer" in state:
-            self.relift.load_state_dict(state["relift_buffer"])
+        self.rule.load_state_dict(state)
 
     def loss_for(self, stage: StageConfig) -> LossSpec:
-        """The loss of a step of ``stage``: its preset, overrides, and the schedule's terms."""
-        spec = self.config.algorithm.loss_spec(stage.preset)
-        algo = self.config.algorithm
-        return hpt_loss(spec, algo.hpt.sft_coef) if algo.schedule == "hpt" else spec
+        """The loss of a step of ``stage``: its preset, the overrides and the rule's terms."""
+        return self._losses[stage.preset]
 
     # -------------------------------------------------------------- rollouts
     def _dp(self) -> tuple[int, int]:
@@ -96,7 +107,9 @@ class StepRunner:
 
         return ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
 
-    def _generate_and_grade(self, problems: list[Any], step: int, timer: PhaseTimer) -> list[Any]:
+    def _generate_and_grade(
+        self, problems: list[TokenizedProblem], step: int, timer: PhaseTimer
+    ) -> list[Any]:
         """(completions, rewards) per problem; each DP rank does its share, then all share."""
         rollout, parts = self.config.rollout, self.parts
         rank, size = self._dp()
@@ -111,10 +124,11 @@ class StepRunner:
             seed=(self.config.run.seed * 1_000_003 + step * 7919 + rank) % 2**31,
         )
         with timer.phase("rollout"):
-            outputs = parts.engine.generate([problems[i].prompt_ids for i in mine], params)
+            prompts = self.rule.prompts([problems[i].prompt_ids for i in mine])
+            outputs = parts.engine.generate(prompts, params)
         with timer.phase("grading"):
             flat = [(i, c) for i, per in zip(mine, outputs, strict=True) for c in per]
-            graded = parts.grader.grade(
+            graded = parts.rewards.grade(
                 [c.token_ids for _, c in flat], [problems[i].gold for i, _ in flat]
             )
         local: dict[int, tuple[list[Completion], list[float]]] = {i: ([], []) for i in mine}
@@ -123,11 +137,11 @@ class StepRunner:
             local[i][1].append(result.reward)
         return _all_gather_dict(local, len(problems))
 
-    def _teacher_reward(self, problem: Any) -> float:
+    def _teacher_reward(self, problem: TokenizedProblem) -> float:
         if self.config.data.trust_offline:
             return 1.0
         if problem.uid not in self.teacher_rewards:
-            result = self.parts.grader.grade([torch.tensor(problem.teacher_ids)], [problem.gold])
+            result = self.parts.rewards.grade([torch.tensor(problem.teacher_ids)], [problem.gold])
             self.teacher_rewards[problem.uid] = result[0].reward
         return self.teacher_rewards[problem.uid]
 
@@ -143,6 +157,9 @@ class StepRunner:
             if spec.uses_online
             else [([], [])] * len(problems)
         )
+        asleep = spec.uses_online and self._sleeps
+        if asleep:  # free the engine's memory for the update
+            parts.engine.sleep()
         inputs = [
             GroupInput(
                 prompt_ids=p.prompt_ids,
@@ -153,10 +170,7 @@ class StepRunner:
             )
             for p, (completions, rewards) in zip(problems, rolled, strict=True)
         ]
-        schedule_metrics: dict[str, float] = {}
-        if config.algorithm.schedule == "hpt" and spec.uses_online:
-            inputs, to_sft = route_hpt(inputs, config.algorithm.hpt.gate)
-            schedule_metrics["hpt/sft_fraction"] = sum(to_sft) / len(to_sft)
+        inputs, rule_metrics = self.rule.select(inputs, spec)
         groups = build_groups(
             inputs,
             spec.advantage,
@@ -171,70 +185,71 @@ class StepRunner:
         ctx = StepContext(step=step, entropy_weight=parts.regulator.weight)
         with timer.phase("train"):
             train_metrics = self._updates(batch, spec, ctx)
-        if config.algorithm.schedule == "relift" and spec.uses_online:
-            with timer.phase("relift"):
-                schedule_metrics.update(self._relift(indices, [r for _, r in rolled], ctx))
+        outcome = StepOutcome(indices, [r for _, r in rolled], ctx)
+        start = time.perf_counter()
+        after = self.rule.after_update(outcome, spec, self)
+        if after:  # a rule that did something after the update: its own phase
+            timer.add(self.rule.name, time.perf_counter() - start)
+            rule_metrics.update(after)
         with timer.phase("refit"):
+            if asleep:
+                parts.engine.wake()
             parts.engine.update_weights(parts.actor)
         tokens = int(sum(len(t) for t in batch.tokens))
         metrics.update(train_metrics)
-        metrics.update(schedule_metrics)
-        metrics["skipped"] = max(train_metrics["skipped"], metrics.get("relift/skipped", 0.0))
+        metrics.update(rule_metrics)
+        # an extra update of the rule that was skipped counts as a skipped step
+        extra_skipped = [v for k, v in rule_metrics.items() if k.endswith("/" + names.SKIPPED)]
+        metrics[names.SKIPPED] = max([train_metrics[names.SKIPPED], *extra_skipped])
         metrics.update(timer.times)
-        metrics["time/step"] = sum(timer.times.values())
-        metrics["throughput/tokens_per_s"] = tokens / max(metrics["time/step"], 1e-9)
-        metrics["stage/sft_only"] = float(not spec.uses_online)
+        metrics[names.STEP_TIME] = sum(timer.times.values())
+        metrics[names.THROUGHPUT] = tokens / max(metrics[names.STEP_TIME], 1e-9)
+        metrics[names.SFT_ONLY] = float(not spec.uses_online)
         return metrics
 
-    def _relift(
-        self, indices: list[int], rewards: list[list[float]], ctx: StepContext
+    def offline_update(
+        self, indices: Sequence[int], preset: str, context: StepContext
     ) -> dict[str, float]:
-        """Buffers the failed questions; when the buffer is full, one SFT update on it."""
-        metrics = {"relift/added": float(self.relift.add_failures(indices, rewards))}
-        metrics["relift/sft_step"] = float(self.relift.full)
-        if self.relift.full:
-            buffered = [self.parts.train[i] for i in self.relift.drain()]
-            spec = self.config.algorithm.loss_spec(self.config.algorithm.relift.preset)
-            inputs = [
-                GroupInput(p.prompt_ids, [], [], p.teacher_ids, self._teacher_reward(p))
-                for p in buffered
-            ]
-            batch = build_groups(inputs, spec.advantage).batch
-            stats = self.parts.actor.compute_logprobs_and_entropy(batch)
-            out = self.parts.actor.train_step(
-                batch.with_fields(old_logprobs=stats.logprobs), spec, ctx
-            )
-            metrics.update({f"relift/{k}": v for k, v in out.items()})
-            metrics["relift/questions"] = float(len(buffered))
-            metrics["entropy/h_sft"] = stats.h_sft
-        metrics["relift/buffer"] = float(len(self.relift.items))
-        return metrics
+        """One update of ``preset`` on the teacher traces of ``indices`` (for step rules);
+        its metrics and ``h_sft``, the entropy of those traces before the update."""
+        spec = self._offline_losses.setdefault(preset, self.config.algorithm.loss_spec(preset))
+        problems = [self.parts.train[i] for i in indices]
+        inputs = [
+            GroupInput(p.prompt_ids, [], [], p.teacher_ids, self._teacher_reward(p))
+            for p in problems
+        ]
+        batch = build_groups(inputs, spec.advantage).batch
+        stats = self.parts.actor.compute_logprobs_and_entropy(batch)
+        out = self.parts.actor.train_step(
+            batch.with_fields(old_logprobs=stats.logprobs), spec, context
+        )
+        return {**out, "h_sft": stats.h_sft}
 
     def _pre_update_metrics(self, groups: StepGroups, stats: Any) -> dict[str, float]:
         batch, parts = groups.batch, self.parts
         online, offline = ~batch.is_offline, batch.is_offline
         lengths = batch.response_lengths.float()
-        metrics: dict[str, float] = {"groups/dropped": float(groups.dropped_groups)}
+        metrics: dict[str, float] = {names.GROUPS_DROPPED: float(groups.dropped_groups)}
         if online.any():
-            metrics["reward/online_accuracy"] = float(batch.rewards[online].mean())
-            metrics["length/online_mean"] = float(lengths[online].mean())
-            metrics["length/online_truncated"] = float(groups.truncated[online].float().mean())
+            metrics[names.ONLINE_ACCURACY] = float(batch.rewards[online].mean())
+            metrics[names.ONLINE_LENGTH] = float(lengths[online].mean())
+            metrics[names.ONLINE_TRUNCATED] = float(groups.truncated[online].float().mean())
             mask = batch.response_mask & online[:, None]
             metrics.update(logprob_gap(groups.engine_logprobs, stats.logprobs, mask))
             beta = batch.group_accuracy[online]
-            metrics["beta/mean"] = float(beta.mean())
-            metrics["beta/all_wrong"] = float((beta == 0).float().mean())
-            metrics["beta/all_right"] = float((beta == 1).float().mean())
-            metrics["entropy/h_rl"] = stats.h_rl
+            metrics[names.BETA_MEAN] = float(beta.mean())
+            metrics[names.BETA_ALL_WRONG] = float((beta == 0).float().mean())
+            metrics[names.BETA_ALL_RIGHT] = float((beta == 1).float().mean())
+            metrics[names.H_RL] = stats.h_rl
         if offline.any():
-            metrics["reward/offline_accuracy"] = float(batch.rewards[offline].mean())
-            metrics["length/offline_mean"] = float(lengths[offline].mean())
-            metrics["entropy/h_sft"] = stats.h_sft
+            metrics[names.OFFLINE_ACCURACY] = float(batch.rewards[offline].mean())
+            metrics[names.OFFLINE_LENGTH] = float(lengths[offline].mean())
+            metrics[names.H_SFT] = stats.h_sft
         if online.any() and offline.any():
             update = parts.regulator.update(stats.h_rl, stats.h_sft)
-            metrics["entropy/delta_rl"] = update.delta_rl
-            metrics["entropy/delta_sft"] = update.delta_sft
-        metrics["entropy/w"] = parts.regulator.weight
+            metrics[names.DELTA_RL] = update.delta_rl
+            metrics[names.DELTA_SFT] = update.delta_sft
+        metrics[names.W] = parts.regulator.weight
         return metrics
 
     def _updates(self, batch: Any, spec: LossSpec, ctx: StepContext) -> dict[str, float]:
@@ -251,7 +266,7 @@ class StepRunner:
             for key, value in out.items():
                 collected.setdefault(key, []).append(value)
         merged = {key: sum(values) / len(values) for key, values in collected.items()}
-        merged["skipped"] = max(collected.get("skipped", [0.0]))
+        merged[names.SKIPPED] = max(collected.get(names.SKIPPED, [0.0]))
         return merged
 
 

@@ -28,43 +28,38 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nemo_red.training.config import OptimSection
+
 if TYPE_CHECKING:
     from megatron.core.transformer import TransformerConfig
 
-SCHEDULES = ("constant", "linear", "cosine")
-
 
 @dataclass(frozen=True)
-class OptimConfig:
-    """AdamW and its schedule.
+class OptimConfig(OptimSection):
+    """AdamW and its schedule (the config's ``trainer.optim``, with its defaults) plus the
+    length of the decay.
 
     Attributes:
-        lr: peak learning rate (paper RL: 2e-6).
-        min_lr: learning rate at the end of a linear or cosine decay.
-        schedule: "constant", "linear" or "cosine" (after warm-up).
-        warmup_steps: linear warm-up from 0 to ``lr``.
-        total_steps: length of the decay (required by linear and cosine).
-        weight_decay, betas, eps: AdamW.
-        clip_grad: max global grad norm (0 disables clipping).
+        total_steps: optimizer updates the schedule decays over (required by linear and
+            cosine).
     """
 
-    lr: float = 2e-6
-    min_lr: float = 0.0
-    schedule: str = "constant"
-    warmup_steps: int = 0
     total_steps: int = 0
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    clip_grad: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        super().__post_init__()
         if self.schedule != "constant" and self.total_steps <= self.warmup_steps:
             raise ValueError(f"{self.schedule} decay needs total_steps > warmup_steps")
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
-            raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got {self.lr}, {self.min_lr}")
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        """AdamW's ``(beta1, beta2)``."""
+        return (self.adam_beta1, self.adam_beta2)
+
+    @property
+    def eps(self) -> float:
+        """AdamW's epsilon."""
+        return self.adam_eps
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based)."""

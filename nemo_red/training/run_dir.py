@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from nemo_red.outputs import DirectoryLock, claim_directory
-from nemo_red.training.config import ConfigError, TrainConfig
+from nemo_red.training.config import ConfigError, TrainConfig, renamed_key
 
 __all__ = [
     "CONFIG_FILE",
@@ -83,6 +83,7 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     value differs from today's default; :data:`IGNORED_ON_RESUME` never counts.
     """
     defaults = flatten_config(TrainConfig())
+    old = {renamed_key(key): value for key, value in old.items()}
     changes = {}
     for key in sorted(set(old) | set(new)):
         if key in IGNORED_ON_RESUME:

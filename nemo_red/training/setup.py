@@ -1,4 +1,5 @@
-"""Everything a run needs before its first step: data, tokenizer, model, rollout engine.
+"""The building blocks of a run (assembled by ``assembly.py``): data, tokenizer, policy,
+and the HF export of the policy.
 
 Rank 0 writes shared files (the generated task, the trained tokenizer) into the run
 directory and the other ranks wait at a barrier before reading them.
@@ -153,46 +154,3 @@ def export_policy(actor: Any, tokenizer: Any, folder: Path) -> Path:
 
     on_rank0(write)
     return folder
-
-
-def build_engine(config: TrainConfig, actor: Any, tokenizer: Any, run_dir: Path) -> Any:
-    """The configured rollout engine, holding the actor's current weights.
-
-    ``vllm`` and ``trtllm`` start from a HF export of the actor written into the run
-    directory (``rollout_init/``) and are refit in place after every step.
-    """
-    rollout = config.rollout
-    if rollout.engine == "native":
-        from nemo_red.rollout.native_engine import NativeEngine
-
-        return NativeEngine.from_actor(actor, max_batch_size=rollout.max_batch_size)
-    if rollout.engine == "hf":
-        from nemo_red.rollout.hf_engine import HFEngine
-
-        dtype = torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        engine = HFEngine.from_config(
-            actor.shape.to_hf_config(),
-            dtype=dtype,
-            device=device,
-            max_batch_size=rollout.max_batch_size,
-        )
-        engine.update_weights(actor)
-        return engine
-    folder = export_policy(actor, tokenizer, run_dir / "rollout_init")
-    context = actor.shape.max_position_embeddings
-    if rollout.engine == "vllm":
-        from nemo_red.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(
-            folder, dtype=config.model.dtype, max_model_len=context, seed=config.run.seed
-        )
-    from nemo_red.rollout.trtllm_engine import TRTLLMEngine
-
-    return TRTLLMEngine(
-        folder,
-        tensor_parallel_size=1,
-        dtype=config.model.dtype,
-        max_model_len=context,
-        seed=config.run.seed,
-    )

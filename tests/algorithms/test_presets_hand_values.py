@@ -1,6 +1,6 @@
 """Every preset's loss on the hand-made batch of conftest.py, computed by hand.
 
-Numbers below come from the equations of DESIGN section 2 with pencil and paper; the batch
+Numbers below come from the equations of docs/design.md, Algorithm with pencil and paper; the batch
 is described in conftest.py. N_seq = 3 responses, 5 tokens (3 online, 2 offline), L_max = 4.
 """
 

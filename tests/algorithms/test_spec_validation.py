@@ -49,8 +49,6 @@ def test_with_term_merges_params_and_keeps_the_original():
 
 
 def test_spec_flags():
-    assert get_preset("red").uses_entropy_regulator
-    assert not get_preset("red_shift").uses_entropy_regulator
     assert not get_preset("sft").uses_online
     assert get_preset("sft").uses_offline
     assert not get_preset("grpo").uses_offline

@@ -34,7 +34,9 @@ def scenario() -> None:
         model = build_gpt_model(shape, 1, 2, pre_process=first, post_process=last)
         model.config.batch_p2p_sync = False
         model.config.calculate_per_token_loss = True
-        ddp, optimizer = build_optimizer(model, OptimConfig(lr=1e-3, clip_grad=1e-3))
+        ddp, optimizer = build_optimizer(
+            model, OptimConfig(schedule="constant", lr=1e-3, clip_grad=1e-3)
+        )
         causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)[None, None]
 
         def forward_step(data_iterator, model):

@@ -44,7 +44,9 @@ def main() -> None:
     model.load_state_dict(
         hf_to_megatron(hf_model.state_dict(), shape, args.tp, ps.get_tensor_model_parallel_rank())
     )
-    actor = MegatronActor(model, shape, OptimConfig(lr=0.05, clip_grad=0), token_budget=64)
+    actor = MegatronActor(
+        model, shape, OptimConfig(schedule="constant", lr=0.05, clip_grad=0), token_budget=64
+    )
     native = NativeEngine.from_actor(actor, max_batch_size=4)
     hf = HFEngine(hf_model, max_batch_size=3)
     prompts = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8], [9], [3, 3, 3, 3]]

@@ -98,7 +98,7 @@ def main() -> None:
     if args.lr == 1e-3:
         optim = OptimConfig(lr=1e-3, clip_grad=1.0, schedule="linear", total_steps=10, min_lr=1e-4)
     else:
-        optim = OptimConfig(lr=args.lr, clip_grad=1.0)
+        optim = OptimConfig(schedule="constant", lr=args.lr, clip_grad=1.0)
     actor = MegatronActor(model, shape, optim, token_budget=args.token_budget)
     regulator = EntropyRegulator(window=1, clip_low=0.0, clip_high=7.0)
     spec = get_preset(args.preset)

@@ -36,7 +36,9 @@ def main() -> None:
     shape = Qwen2Shape.from_hf_config(hf_model.config.to_dict())
     model = build_gpt_model(shape, 1)
     model.load_state_dict(hf_to_megatron(hf_model.state_dict(), shape, 1, 0))
-    actor = MegatronActor(model, shape, OptimConfig(lr=1e-2, clip_grad=1.0), token_budget=256)
+    actor = MegatronActor(
+        model, shape, OptimConfig(schedule="constant", lr=1e-2, clip_grad=1.0), token_budget=256
+    )
     engine = NativeEngine.from_actor(actor, max_batch_size=64)
     spec = get_preset(args.preset)
     prompts = [[1 + i, 2 + i, 3 + i] for i in range(8)]

@@ -57,7 +57,9 @@ def main() -> None:
             for param in model.parameters():
                 if param.dim() > 1:
                     param.mul_(8.0)
-        actor = MegatronActor(model, shape, OptimConfig(lr=1e-5), token_budget=3200)
+        actor = MegatronActor(
+            model, shape, OptimConfig(schedule="constant", lr=1e-5), token_budget=3200
+        )
         alone = actor.compute_logprobs_and_entropy(_batch([seq])).logprobs[0, :119]
         # the longer third sequence gets a row of its own and sets the row length: 3,150
         packed_batch = _batch([filler, seq, longer])

@@ -85,6 +85,7 @@ def test_overrides_and_interpolation():
         (["algorithm.regulator.window=0"], "algorithm.regulator.window must be >= 1"),
         (["algorithm.regulator.clip_high=0.5"], "algorithm.regulator.clip_high must be >="),
         (["algorithm.kl_coef=-0.1"], "algorithm.kl_coef must be >= 0"),
+        (["algorithm.kl_coef=0.1"], "does not compute reference log-probs yet"),
         (["algorithm.overlong_buffer=32"], "algorithm.overlong_buffer must be below"),
         (["parallel.tp=0"], "parallel.tp must be >= 1"),
         (["run.seed=-3"], "run.seed must be >= 0"),

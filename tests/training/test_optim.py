@@ -8,7 +8,7 @@ from nemo_red.training.optim import OptimConfig
 
 
 def test_constant_with_warmup():
-    cfg = OptimConfig(lr=1.0, warmup_steps=4)
+    cfg = OptimConfig(schedule="constant", lr=1.0, warmup_steps=4)
     assert [cfg.lr_at(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
 
 
@@ -31,13 +31,24 @@ def test_cosine_decay():
     [
         ({"schedule": "step"}, "schedule must be one of"),
         ({"schedule": "cosine", "total_steps": 0}, "total_steps > warmup_steps"),
-        ({"lr": 0.0}, "lr > 0"),
-        ({"lr": 1e-3, "min_lr": 1e-2}, "min_lr <= lr"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"lr": 1e-3, "min_lr": 1e-2}, "min_lr must be in \\[0, lr=0.001\\]"),
+        ({"adam_beta2": 1.0}, "adam_beta2 must be in \\[0, 1\\)"),
+        ({"adam_eps": 0.0}, "adam_eps must be > 0"),
     ],
 )
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        OptimConfig(**kwargs)
+        OptimConfig(**{"schedule": "constant", **kwargs})
+
+
+def test_the_optimizer_takes_its_defaults_from_the_config_schema():
+    from nemo_red.training.config import OptimSection
+
+    section, optim = OptimSection(), OptimConfig(total_steps=10)
+    assert {f: getattr(optim, f) for f in section.__dataclass_fields__} == section.__dict__
+    assert optim.betas == (section.adam_beta1, section.adam_beta2)
+    assert optim.eps == section.adam_eps
 
 
 def test_step_hyperparameters_honour_megatron_group_multipliers():
@@ -61,4 +72,4 @@ def test_build_optimizer_needs_per_token_loss_first():
 
     model = SimpleNamespace(config=SimpleNamespace(calculate_per_token_loss=False))
     with pytest.raises(ValueError, match="calculate_per_token_loss"):
-        build_optimizer(model, OptimConfig())
+        build_optimizer(model, OptimConfig(schedule="constant"))

@@ -71,3 +71,13 @@ def test_a_run_directory_has_one_owner(tmp_path):
     second = RunDirectory(tmp_path / "run")
     second.open()
     second.close()
+
+
+def test_a_run_started_under_a_renamed_key_resumes_unchanged(tmp_path):
+    # config.yaml of a run started when algorithm.step_rule was algorithm.schedule
+    new = _config(tmp_path, "algorithm.preset=grpo", "algorithm.step_rule=hpt")
+    old = flatten_config(new)
+    old["algorithm.schedule"] = old.pop("algorithm.step_rule")
+    assert config_changes(old, flatten_config(new)) == {}
+    old["algorithm.schedule"] = "relift"
+    assert config_changes(old, flatten_config(new)) == {"algorithm.step_rule": ("relift", "hpt")}

@@ -7,7 +7,7 @@ from nemo_red.algorithms import get_preset
 from nemo_red.rollout.base import Completion
 from nemo_red.training.config import ConfigError, load_config
 from nemo_red.training.groups import GroupInput, build_groups
-from nemo_red.training.schedules import ReliftBuffer, hpt_loss, num_correct, route_hpt
+from nemo_red.training.step_rules import ReliftBuffer, hpt_loss, num_correct, route_hpt
 
 
 def _group(rewards, teacher=(1, 2, 3)):
@@ -90,23 +90,33 @@ def test_relift_buffer_collects_all_failed_questions_once_and_drains_when_full()
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["algorithm.schedule=hpt", "algorithm.preset=red"], "must not train on teacher"),
-        (["algorithm.schedule=relift", "algorithm.preset=sft"], "needs a preset with online"),
-        (["algorithm.schedule=relift", "algorithm.relift.preset=grpo"], "teacher traces only"),
-        (["algorithm.schedule=bread"], "valid: \\('plain', 'hpt', 'relift'\\)"),
+        (["algorithm.step_rule=hpt", "algorithm.preset=red"], "must not train on teacher"),
+        (["algorithm.step_rule=relift", "algorithm.preset=sft"], "needs a preset with online"),
+        (["algorithm.step_rule=relift", "algorithm.relift.preset=grpo"], "teacher traces only"),
+        (["algorithm.step_rule=bread"], "one of \\['hpt', 'plain', 'relift'\\]"),
         (["algorithm.relift.buffer_size=0"], "buffer_size must be >= 1"),
     ],
 )
-def test_bad_schedule_configs_fail_naming_the_key(overrides, match):
+def test_bad_step_rule_configs_fail_naming_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, overrides)
 
 
-def test_schedule_configs_load():
-    config = load_config(None, ["algorithm.schedule=hpt", "algorithm.preset=grpo"])
+def test_the_old_key_algorithm_schedule_still_names_the_step_rule(tmp_path):
+    assert (
+        load_config(None, ["algorithm.schedule=hpt", "algorithm.preset=grpo"]).algorithm.step_rule
+        == "hpt"
+    )
+    yaml = tmp_path / "old.yaml"
+    yaml.write_text("algorithm:\n  preset: grpo\n  schedule: relift\n")
+    assert load_config(yaml).algorithm.step_rule == "relift"
+
+
+def test_step_rule_configs_load():
+    config = load_config(None, ["algorithm.step_rule=hpt", "algorithm.preset=grpo"])
     assert config.algorithm.hpt.gate == 0
     assert config.algorithm.hpt.sft_coef == 0.3
-    config = load_config(None, ["algorithm.schedule=relift", "algorithm.preset=grpo"])
+    config = load_config(None, ["algorithm.step_rule=relift", "algorithm.preset=grpo"])
     assert config.algorithm.relift.preset == "sft"
 
 

@@ -16,7 +16,7 @@ from tests.training.runs import train_cmd as _train_cmd
 # partly filled buffer and step 3 runs the SFT update on it.
 RELIFT = [
     "algorithm.preset=grpo",
-    "algorithm.schedule=relift",
+    "algorithm.step_rule=relift",
     "algorithm.relift.buffer_size=12",
     "trainer.total_steps=4",
     "trainer.checkpoint_every=2",
@@ -43,7 +43,7 @@ def test_hpt_run_routes_prompts_and_trains(tmp_path):
         _train_cmd(
             out,
             "algorithm.preset=grpo",
-            "algorithm.schedule=hpt",
+            "algorithm.step_rule=hpt",
             "algorithm.hpt.gate=0",
             "trainer.total_steps=3",
             "trainer.checkpoint_every=3",
