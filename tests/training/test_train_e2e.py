@@ -26,6 +26,7 @@ def straight(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_metrics_checkpoints_plots_and_hf_export(straight):
     metrics = _metrics(straight)
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
@@ -56,6 +57,7 @@ def test_tiny_run_writes_metrics_checkpoints_plots_and_hf_export(straight):
     assert out.shape[1] == ids.shape[1] + 4
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(straight, tmp_path):
     out = tmp_path / "run"
     cmd = _train_cmd(
@@ -74,6 +76,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(straight, tmp_path):
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_init_checkpoint_carries_weights_and_optimizer_moments_not_the_schedule(straight, tmp_path):
     out = tmp_path / "continued"
     source = straight / "checkpoints" / "step_000002"
@@ -125,12 +128,14 @@ def _one_step_from(straight: Path, out: Path, checkpoint: Path) -> subprocess.Co
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_init_checkpoint_that_is_no_checkpoint_is_named(straight, tmp_path):
     result = _one_step_from(straight, tmp_path / "run", straight / "hf")
     assert result.returncode != 0
     assert f"{straight / 'hf'}: not a training checkpoint" in result.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_without_optimizer_shards_is_named(straight, tmp_path):
     # the layout of checkpoints written before the distributed optimizer
     old = tmp_path / "old_step"
@@ -142,6 +147,7 @@ def test_checkpoint_without_optimizer_shards_is_named(straight, tmp_path):
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", [[], ["parallel.tp=2"]], ids=["dp2", "tp2"])
 def test_training_under_torchrun(tmp_path, layout):
     out = tmp_path / "run"
