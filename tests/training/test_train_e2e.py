@@ -1,14 +1,18 @@
-"""`nemo-red train` end to end on the tiny default: outputs, SIGKILL + resume, torchrun, errors."""
+"""`nemo-red train` end to end on the tiny default: outputs, SIGKILL + resume, torchrun, errors.
+
+The runs are subprocesses (slow); the errors found before training starts are checked in
+process, through the same entry point.
+"""
 
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from nemo_red.cli import main
 from tests.torchrun import REPO_ROOT, run_torchrun
 from tests.training.runs import SMALL, TINY, kill_at_checkpoint
 from tests.training.runs import env as _env
@@ -192,30 +196,20 @@ def test_training_under_torchrun(tmp_path, layout):
     assert (out / "hf" / "model.safetensors").is_file()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nemo_red.cli", *args],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_bad_config_names_the_key(capsys):
+    assert main(["train", "--config", str(TINY), "trainer.optim.lrate=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'trainer.optim.lrate'" in err
+    assert "'lr'" in err
 
 
-def test_bad_config_names_the_key(tmp_path):
-    result = _cli("train", "--config", str(TINY), "trainer.optim.lrate=1")
-    assert result.returncode == 2
-    assert "unknown key 'trainer.optim.lrate'" in result.stderr
-    assert "'lr'" in result.stderr
-
-
-def test_bad_data_names_file_row_and_field(tmp_path):
+def test_bad_data_names_file_row_and_field(tmp_path, capsys):
     data = tmp_path / "train.jsonl"
     data.write_text(
         '{"problem": "1+1", "answer": "2", "distill": "\\\\boxed{2}"}\n'
         '{"problem": "2+2", "distill": "\\\\boxed{4}"}\n'
     )
-    result = _cli(
+    args = [
         "train",
         "--config",
         str(TINY),
@@ -223,6 +217,6 @@ def test_bad_data_names_file_row_and_field(tmp_path):
         f"data.train_path={data}",
         "data.layout=red",
         "model.tokenizer_path=none",
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert f"{data}: row 2: missing field 'answer'" in result.stderr
+    ]
+    assert main(args) == 2
+    assert f"{data}: row 2: missing field 'answer'" in capsys.readouterr().err
