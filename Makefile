@@ -2,7 +2,8 @@
 # installs the project (torch pinned to the CPU wheel when no NVIDIA driver is present),
 # then runs the linters (ruff, mypy) and the whole test suite, and the vLLM engine's tests
 # against the CPU build of vLLM in its own environment (.venv-vllm; `make test VLLM_TESTS=0`
-# leaves them out).
+# leaves them out). `make test-quick` is the fast tier: the tests not marked slow, no linters,
+# no vLLM (a few minutes at most on two cores).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_TESTS ?= 1
 
-.PHONY: setup test test-main test-vllm lint format bench demo
+.PHONY: setup test test-main test-quick test-vllm lint format bench demo
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +39,9 @@ endif
 
 test-main: lint
 	$(BIN)/python -m pytest -q
+
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 $(VLLM_STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)

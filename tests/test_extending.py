@@ -61,6 +61,7 @@ class RecordingEngine(HFEngine):
         self.calls.append("wake")
 
 
+@pytest.mark.slow
 def test_a_new_engine_is_one_registration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     calls: list[str] = []
 
@@ -82,6 +83,7 @@ def test_a_new_engine_is_one_registration(tmp_path: Path, monkeypatch: pytest.Mo
     assert calls == ["update_weights", "update_weights", *red_step, *red_step]
 
 
+@pytest.mark.slow
 def test_an_engine_can_be_kept_awake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     calls: list[str] = []
 
@@ -123,6 +125,7 @@ def correct_only_rule(monkeypatch: pytest.MonkeyPatch) -> type[StepRule]:
     return CorrectOnly
 
 
+@pytest.mark.slow
 def test_a_new_step_rule_is_one_registration(tmp_path: Path, correct_only_rule):
     rows = _train(tmp_path / "run", "algorithm.step_rule=correct_only")
     assert "correct_only/kept" not in rows[0]  # the SFT step

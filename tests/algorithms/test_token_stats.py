@@ -221,6 +221,7 @@ def test_vocab_parallel_requires_a_group() -> None:
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_vocab_parallel_matches_unsharded(tmp_path: Path) -> None:
     worker = Path(__file__).with_name("_token_stats_dist_worker.py")
     run_torchrun(worker, 2, ["--out", str(tmp_path)])

@@ -123,6 +123,7 @@ def test_base_model_stage_feeds_its_export_and_generated_data_to_every_arm(tmp_p
     ]
 
 
+@pytest.mark.slow
 def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
     shared = [o for o in SMALL if not o.startswith(("algorithm.sft_warmup", "trainer.optim"))]
     shared += [

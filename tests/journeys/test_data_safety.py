@@ -75,6 +75,7 @@ def test_train_refuses_a_directory_it_did_not_write(sandbox: Path, capsys):
     assert _tree(sandbox) == before
 
 
+@pytest.mark.slow
 def test_a_second_train_on_a_run_directory_fails_naming_the_first(tmp_path: Path, capsys):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "nemo_red.cli", "train", "--config", str(TINY)]
@@ -100,6 +101,7 @@ def test_a_second_train_on_a_run_directory_fails_naming_the_first(tmp_path: Path
         first.wait()
 
 
+# A run trained in process (seconds) for each test: the tests that use it are marked slow.
 @pytest.fixture
 def finished(tiny_hf: Path, tmp_path: Path) -> tuple[Path, list[str]]:
     """A run of 3 steps with a checkpoint after each (the last two kept), and its command."""
@@ -114,6 +116,7 @@ def _more_steps(args: list[str], steps: int) -> list[str]:
     return [*args, f"trainer.total_steps={steps}", "--allow-config-change"]
 
 
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_resumed(finished, capsys):
     run, args = finished
     shard = run / "checkpoints" / "step_000003" / "model_tp00_pp000.pt"
@@ -127,6 +130,7 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_resumed(finishe
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_a_broken_meta_json_is_named(finished, capsys):
     run, args = finished
     meta = run / "checkpoints" / "step_000003" / "meta.json"
@@ -142,6 +146,7 @@ def test_a_broken_meta_json_is_named(finished, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_loses_nothing(finished, capsys, monkeypatch):
     from nemo_red.training import checkpoint
 
@@ -162,6 +167,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing(finished, capsys, monkeypatch
     assert main(_more_steps(args, 4)) == 0  # once there is room: on from step 3
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_a_read_only_run_directory_is_one_line(finished, capsys):
     run, args = finished

@@ -78,6 +78,7 @@ def _check_run(run_dir: Path, shipped: dict, overrides: list[str], steps: int) -
     assert changed <= _swapped_keys(overrides) | {"run.name"}, changed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_path", TRAIN_CONFIGS, ids=lambda p: p.name)
 def test_shipped_train_config_runs_a_step(config_path, tiny_hf, tiny_data, tmp_path):
     shipped = load_config(config_path)
@@ -112,6 +113,7 @@ def _scaled_comparison(path: Path, out: Path) -> Path:
     return scaled
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_path", COMPARE_CONFIGS, ids=lambda p: p.name)
 def test_shipped_comparison_runs_a_step_of_every_arm(config_path, tmp_path):
     """The base model and every arm, one seed, each the ``train`` command that

@@ -87,6 +87,7 @@ def test_a_finished_run_started_again_says_so_and_builds_nothing(
     assert (hf_run / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_resuming_with_another_config_needs_the_flag_and_is_recorded(
     hf_run: Path, tiny_hf: Path, capsys, tmp_path
 ):
@@ -161,6 +162,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA_DIR.is_dir(), reason=MISSING_REASON)
 def test_convert_train_under_torchrun_kill_resume_evaluate(tiny_hf: Path, tmp_path: Path):
     megatron = tmp_path / "tiny-tp2"

@@ -31,6 +31,7 @@ def _run(tmp_path: Path, nproc: int, cases: list[dict]) -> list[dict]:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_single_process_parity_and_negative_control(tmp_path):
     control = {**_cases(1, 1)[2], "naive_qkv": True}
     results = _run(tmp_path, 1, [*_cases(1, 1), control])
@@ -40,6 +41,7 @@ def test_single_process_parity_and_negative_control(tmp_path):
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_tensor_and_pipeline_parallel_parity(tmp_path):
     results = _run(tmp_path, 2, [*_cases(2, 1), *_cases(1, 2)])
     assert len(results) == 16

@@ -11,6 +11,7 @@ from tests.torchrun import run_torchrun
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU patches apply without CUDA only")
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_each_patch_is_needed_and_all_are_sufficient(tmp_path):
     from nemo_red.models.megatron_cpu import PATCHES
 

@@ -11,6 +11,7 @@ from tests.torchrun import run_torchrun
 pytestmark = pytest.mark.distributed
 
 
+@pytest.mark.slow
 def test_sdpa_matches_megatron_attention_and_the_control_fails(tmp_path):
     out = tmp_path / "report.json"
     run_torchrun(Path(__file__).with_name("_sdpa_worker.py"), 1, ["--out", str(out)])

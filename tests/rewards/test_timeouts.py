@@ -11,7 +11,12 @@ from collections.abc import Iterator
 import pytest
 
 from nemo_red.rewards import GradeReason, MathGrader
-from tests.rewards.processes import process_gone
+from tests.rewards.processes import (
+    child_ended,
+    main_thread_cpu_ticks,
+    process_gone,
+    wait_until,
+)
 
 # Answers that send sympy into a practically endless computation.
 PATHOLOGICAL = ["2^{2^{2^{2^{100}}}}", "10^{10^{10}}!", "(10^{9})!", "9^{9^{9^{9}}}"]
@@ -67,39 +72,47 @@ def test_adversarial_inputs_never_hang(short_grader: MathGrader) -> None:
     assert after.reason is GradeReason.CORRECT
 
 
-def test_worker_killed_from_outside(short_grader: MathGrader) -> None:
-    short_grader.start()
-    victim = short_grader.worker_pids[0]
-    restarts = short_grader.restarts
-    # One item per chunk: worker 0 takes item 0, worker 1 item 1 (both slow), then the rest.
-    responses = [f"\\boxed{{{PATHOLOGICAL[0]}}}", f"\\boxed{{{PATHOLOGICAL[1]}}}"]
-    responses += [f"\\boxed{{{i}}}" for i in range(4)]
-    golds = ["5", "5", "0", "1", "2", "3"]
-    box: list = []
-    thread = threading.Thread(target=lambda: box.append(short_grader.grade(responses, golds)))
-    thread.start()
-    time.sleep(0.3)
-    os.kill(victim, signal.SIGKILL)
-    thread.join(timeout=60)
-    assert not thread.is_alive()
-    [results] = box
-    assert [r.reason for r in results] == [GradeReason.TIMEOUT] * 2 + [GradeReason.CORRECT] * 4
-    assert results[0].extracted == PATHOLOGICAL[0]  # filled in by the parent for a dead worker
-    assert short_grader.restarts == restarts + 1
-    assert victim not in short_grader.worker_pids
-    assert process_gone(victim)
-    [after] = short_grader.grade(["\\boxed{7}"], ["7"])
-    assert after.reason is GradeReason.CORRECT
+def test_worker_killed_from_outside() -> None:
+    # A hard deadline far beyond the test: only the kill from outside can end item 0.
+    with MathGrader(num_workers=2, timeout_s=1.0, hard_timeout_s=120.0) as grader:
+        grader.start()
+        victim, other = grader.worker_pids
+        restarts = grader.restarts
+        # One item per chunk, handed out by slot in one pass: the victim takes item 0, the
+        # other worker item 1 (both slow), then the rest. The victim is stopped first, so it
+        # still holds item 0 when it is killed, however late that is.
+        responses = [f"\\boxed{{{PATHOLOGICAL[0]}}}", f"\\boxed{{{PATHOLOGICAL[1]}}}"]
+        responses += [f"\\boxed{{{i}}}" for i in range(4)]
+        golds = ["5", "5", "0", "1", "2", "3"]
+        os.kill(victim, signal.SIGSTOP)
+        idle = main_thread_cpu_ticks(other)
+        box: list = []
+        thread = threading.Thread(target=lambda: box.append(grader.grade(responses, golds)))
+        thread.start()
+        # The other worker computes only once it has item 1, sent after item 0 to the victim.
+        wait_until(lambda: main_thread_cpu_ticks(other) > idle, "grading item 1")
+        os.kill(victim, signal.SIGKILL)
+        thread.join(timeout=60)  # well before the hard deadline: the death itself was seen
+        assert not thread.is_alive()
+        [results] = box
+        assert [r.reason for r in results] == [GradeReason.TIMEOUT] * 2 + [GradeReason.CORRECT] * 4
+        assert results[0].extracted == PATHOLOGICAL[0]  # filled in by the parent for a dead worker
+        assert grader.restarts == restarts + 1
+        assert victim not in grader.worker_pids
+        assert process_gone(victim)
+        [after] = grader.grade(["\\boxed{7}"], ["7"])
+        assert after.reason is GradeReason.CORRECT
 
 
 def test_worker_killed_between_calls(short_grader: MathGrader) -> None:
     short_grader.start()
     victim = short_grader.worker_pids[-1]
     os.kill(victim, signal.SIGKILL)
-    time.sleep(0.1)
+    wait_until(lambda: child_ended(victim), "ended")  # for the pool to find, unreaped
     results = short_grader.grade(["\\boxed{7}", "\\boxed{8}"], ["7", "8"])
     assert [r.reason for r in results] == [GradeReason.CORRECT] * 2
     assert victim not in short_grader.worker_pids
+    assert process_gone(victim)
 
 
 def test_hard_deadline_kills_and_replaces_worker() -> None:

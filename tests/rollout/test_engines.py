@@ -9,6 +9,7 @@ from tests.torchrun import run_torchrun
 
 WORKER = Path(__file__).with_name("_engine_worker.py")
 GAP_TOLERANCE = 2e-5  # fp32 megatron vs fp32 transformers vs the actor's fused statistics
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["tp1", "tp2"])

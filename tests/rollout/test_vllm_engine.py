@@ -18,6 +18,8 @@ from nemo_red.rollout.base import SamplingParams
 from nemo_red.rollout.sampling import _filter_top_k, _filter_top_p
 from nemo_red.rollout.vllm_engine import VLLMEngine
 
+pytestmark = pytest.mark.slow
+
 VOCAB = 512
 MAX_LEN = 128
 PROMPTS = [[1, 2, 3, 4, 5], [17, 300, 9], [42] * 7]

@@ -14,7 +14,7 @@ import torch
 from tests.torchrun import run_torchrun
 
 WORKER = Path(__file__).with_name("_actor_worker.py")
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
 def _train(tmp_path: Path, name: str, nproc: int, *extra: str) -> dict:

@@ -16,6 +16,7 @@ WORKER = Path(__file__).with_name("_bandit_worker.py")
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["grpo", "red"])
 def test_online_rl_raises_the_bandit_reward(tmp_path: Path, preset: str) -> None:
     out = tmp_path / "report.json"

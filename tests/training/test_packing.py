@@ -68,6 +68,7 @@ def test_select_trims_response_fields():
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_a_packed_sequence_scores_as_if_alone(tmp_path):
     # behind a 3,000-token sequence, in fp32 and bf16; the control feeds the same row as a
     # dense mask, where rotary positions run over the row instead of restarting

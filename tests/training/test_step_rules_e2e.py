@@ -11,6 +11,8 @@ from tests.training.runs import kill_at_checkpoint
 from tests.training.runs import metrics as _metrics
 from tests.training.runs import train_cmd as _train_cmd
 
+pytestmark = pytest.mark.slow
+
 # A random tiny model fails (nearly) every rollout after its one SFT warm-up step: each RL
 # step adds ~8 questions to the ReLIFT buffer, so with 12 the checkpoint of step 2 holds a
 # partly filled buffer and step 3 runs the SFT update on it.

@@ -1,14 +1,18 @@
-"""`nemo-red train` end to end on the tiny default: outputs, SIGKILL + resume, torchrun, errors."""
+"""`nemo-red train` end to end on the tiny default: outputs, SIGKILL + resume, torchrun, errors.
+
+The runs are subprocesses (slow); the errors found before training starts are checked in
+process, through the same entry point.
+"""
 
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from nemo_red.cli import main
 from tests.torchrun import REPO_ROOT, run_torchrun
 from tests.training.runs import SMALL, TINY, kill_at_checkpoint
 from tests.training.runs import env as _env
@@ -26,6 +30,7 @@ def straight(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_metrics_checkpoints_plots_and_hf_export(straight):
     metrics = _metrics(straight)
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
@@ -56,6 +61,7 @@ def test_tiny_run_writes_metrics_checkpoints_plots_and_hf_export(straight):
     assert out.shape[1] == ids.shape[1] + 4
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(straight, tmp_path):
     out = tmp_path / "run"
     cmd = _train_cmd(
@@ -74,6 +80,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(straight, tmp_path):
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_init_checkpoint_carries_weights_and_optimizer_moments_not_the_schedule(straight, tmp_path):
     out = tmp_path / "continued"
     source = straight / "checkpoints" / "step_000002"
@@ -125,12 +132,14 @@ def _one_step_from(straight: Path, out: Path, checkpoint: Path) -> subprocess.Co
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_init_checkpoint_that_is_no_checkpoint_is_named(straight, tmp_path):
     result = _one_step_from(straight, tmp_path / "run", straight / "hf")
     assert result.returncode != 0
     assert f"{straight / 'hf'}: not a training checkpoint" in result.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_without_optimizer_shards_is_named(straight, tmp_path):
     # the layout of checkpoints written before the distributed optimizer
     old = tmp_path / "old_step"
@@ -142,6 +151,7 @@ def test_checkpoint_without_optimizer_shards_is_named(straight, tmp_path):
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", [[], ["parallel.tp=2"]], ids=["dp2", "tp2"])
 def test_training_under_torchrun(tmp_path, layout):
     out = tmp_path / "run"
@@ -186,30 +196,20 @@ def test_training_under_torchrun(tmp_path, layout):
     assert (out / "hf" / "model.safetensors").is_file()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nemo_red.cli", *args],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_bad_config_names_the_key(capsys):
+    assert main(["train", "--config", str(TINY), "trainer.optim.lrate=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'trainer.optim.lrate'" in err
+    assert "'lr'" in err
 
 
-def test_bad_config_names_the_key(tmp_path):
-    result = _cli("train", "--config", str(TINY), "trainer.optim.lrate=1")
-    assert result.returncode == 2
-    assert "unknown key 'trainer.optim.lrate'" in result.stderr
-    assert "'lr'" in result.stderr
-
-
-def test_bad_data_names_file_row_and_field(tmp_path):
+def test_bad_data_names_file_row_and_field(tmp_path, capsys):
     data = tmp_path / "train.jsonl"
     data.write_text(
         '{"problem": "1+1", "answer": "2", "distill": "\\\\boxed{2}"}\n'
         '{"problem": "2+2", "distill": "\\\\boxed{4}"}\n'
     )
-    result = _cli(
+    args = [
         "train",
         "--config",
         str(TINY),
@@ -217,6 +217,6 @@ def test_bad_data_names_file_row_and_field(tmp_path):
         f"data.train_path={data}",
         "data.layout=red",
         "model.tokenizer_path=none",
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert f"{data}: row 2: missing field 'answer'" in result.stderr
+    ]
+    assert main(args) == 2
+    assert f"{data}: row 2: missing field 'answer'" in capsys.readouterr().err
