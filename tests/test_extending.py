@@ -61,8 +61,9 @@ class RecordingEngine(HFEngine):
         self.calls.append("wake")
 
 
-@pytest.mark.slow
-def test_a_new_engine_is_one_registration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture
+def recording_engine(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Registers the engine ``recording`` for this test; returns the calls it records."""
     calls: list[str] = []
 
     def build(request: EngineRequest) -> RecordingEngine:
@@ -75,29 +76,24 @@ def test_a_new_engine_is_one_registration(tmp_path: Path, monkeypatch: pytest.Mo
 
     info = EngineInfo("recording", build, holds_memory=True)
     monkeypatch.setitem(ENGINES._entries, "recording", info)
+    return calls
+
+
+@pytest.mark.slow
+def test_a_new_engine_is_one_registration(tmp_path: Path, recording_engine: list[str]):
     rows = _train(tmp_path / "run", "rollout.engine=recording")
     assert [r["step"] for r in rows] == [1, 2, 3]
     # built and refit; the SFT step generates nothing; each RED step sleeps after its
     # rollouts and wakes before the refit
     red_step = ["generate", "sleep", "wake", "update_weights"]
-    assert calls == ["update_weights", "update_weights", *red_step, *red_step]
+    assert recording_engine == ["update_weights", "update_weights", *red_step, *red_step]
 
 
 @pytest.mark.slow
-def test_an_engine_can_be_kept_awake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    calls: list[str] = []
-
-    def build(request: EngineRequest) -> RecordingEngine:
-        engine = RecordingEngine.from_config(request.hf_config, max_batch_size=4)
-        engine.calls = calls
-        return engine
-
-    monkeypatch.setitem(
-        ENGINES._entries, "recording", EngineInfo("recording", build, holds_memory=True)
-    )
+def test_an_engine_can_be_kept_awake(tmp_path: Path, recording_engine: list[str]):
     _train(tmp_path / "run", "rollout.engine=recording", "rollout.sleep_while_training=false")
-    assert "sleep" not in calls
-    assert "wake" not in calls
+    assert "sleep" not in recording_engine
+    assert "wake" not in recording_engine
 
 
 @pytest.fixture

@@ -212,7 +212,9 @@ class StepRunner:
     ) -> dict[str, float]:
         """One update of ``preset`` on the teacher traces of ``indices`` (for step rules);
         its metrics and ``h_sft``, the entropy of those traces before the update."""
-        spec = self._offline_losses.setdefault(preset, self.config.algorithm.loss_spec(preset))
+        if preset not in self._offline_losses:
+            self._offline_losses[preset] = self.config.algorithm.loss_spec(preset)
+        spec = self._offline_losses[preset]
         problems = [self.parts.train[i] for i in indices]
         inputs = [
             GroupInput(p.prompt_ids, [], [], p.teacher_ids, self._teacher_reward(p))

@@ -142,9 +142,8 @@ def build_policy(
 def export_policy(actor: Any, tokenizer: Any, folder: Path) -> Path:
     """Writes the actor's current weights and the tokenizer as a HF directory (collective)."""
     from nemo_red.models.checkpoint_io import save_hf_checkpoint
-    from nemo_red.training.weights import full_hf_state_dict
 
-    state = full_hf_state_dict(actor)
+    state = actor.hf_state_dict()
 
     def write() -> None:
         # the run owns its exports: a new one replaces the last (if it is a HF checkpoint)
