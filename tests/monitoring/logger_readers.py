@@ -50,6 +50,16 @@ def _wandb_records(path: Path) -> Iterator[Any]:
             yield record
 
 
+def wandb_runs(run_dir: Path) -> list[tuple[str, str, str]]:
+    """``(run id, project, display name)`` of each offline W&B run directory."""
+    runs = []
+    for path in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb")):
+        for record in _wandb_records(path):
+            if record.WhichOneof("record_type") == "run":
+                runs.append((record.run.run_id, record.run.project, record.run.display_name))
+    return runs
+
+
 def wandb_history(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """The offline W&B runs under ``run_dir/wandb``: run id to its history rows (each with
     ``_step``), in the order they were logged, over all the run's offline directories."""

@@ -12,7 +12,13 @@ import pytest
 from nemo_red.monitoring.loggers import STATE_FILE, logger_names, numeric_scalars
 from nemo_red.monitoring.run_log import RunLog
 from nemo_red.training.config import ConfigError, MlflowSection, WandbSection, load_config
-from tests.monitoring.logger_readers import mlflow_points, tensorboard_scalars, wandb_history
+from nemo_red.training.run_dir import config_changes, flatten_config
+from tests.monitoring.logger_readers import (
+    mlflow_points,
+    tensorboard_scalars,
+    wandb_history,
+    wandb_runs,
+)
 from tests.training.runs import TINY
 
 needs_wandb = pytest.mark.skipif(
@@ -110,6 +116,16 @@ def test_the_former_tensorboard_switch_still_reads(overrides, loggers, tmp_path:
     assert load_config(top).trainer.loggers == ["jsonl"]
 
 
+def test_changing_loggers_on_resume_is_no_config_change() -> None:
+    old = flatten_config(load_config(TINY))
+    old["trainer.tensorboard"] = True  # the config.yaml of an earlier version
+    del old["trainer.loggers"]
+    new = flatten_config(load_config(TINY, ["trainer.loggers=[jsonl,wandb]"]))
+    assert config_changes(old, new) == {}
+    lr = flatten_config(load_config(TINY, ["trainer.optim.lr=1e-3"]))
+    assert list(config_changes(old, lr)) == ["trainer.optim.lr"]
+
+
 def test_jsonl_and_tensorboard_hold_one_point_per_step_after_a_resume(tmp_path: Path) -> None:
     _stopped_and_resumed(tmp_path, ["jsonl", "tensorboard"])
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -121,6 +137,7 @@ def test_jsonl_and_tensorboard_hold_one_point_per_step_after_a_resume(tmp_path: 
 
 
 @needs_wandb
+@pytest.mark.slow
 @pytest.mark.usefixtures("offline_wandb")
 def test_wandb_continues_its_run_and_skips_the_steps_it_holds(tmp_path: Path) -> None:
     _stopped_and_resumed(tmp_path, ["jsonl", "wandb"])
@@ -129,6 +146,8 @@ def test_wandb_continues_its_run_and_skips_the_steps_it_holds(tmp_path: Path) ->
     ((run_id, rows),) = runs.items()
     assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
     assert [r["_step"] for r in rows] == [1, 2, 3, 4, 5]
+    # no WANDB_PROJECT or WANDB_NAME: nemo_red's defaults, the project and run.name
+    assert wandb_runs(tmp_path) == [(run_id, "nemo-red", "tiny")] * 2
     assert [r["loss"] for r in rows] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
     assert all(r["eval/pass@2"] == 0.5 and "note" not in r for r in rows)
     state = json.loads((tmp_path / STATE_FILE).read_text())
@@ -147,14 +166,19 @@ def test_mlflow_continues_its_run_and_skips_the_steps_it_holds(
 
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(name, raising=False)
-    _stopped_and_resumed(tmp_path, ["jsonl", "mlflow"])
     uri = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    _steps(tmp_path, ["jsonl", "mlflow"], 0, range(1, 5), complete=False)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("nemo-red")  # no MLFLOW_EXPERIMENT_NAME
+    (stopped,) = client.search_runs([experiment.experiment_id])
+    assert stopped.info.status == "FAILED"
+    _steps(tmp_path, ["jsonl", "mlflow"], 2, range(3, 6), complete=True)
     runs = mlflow_points(uri)
     assert len(runs) == 1
     ((run_id, points),) = runs.items()
     assert points["loss"] == [(s, pytest.approx(s / 10)) for s in range(1, 6)]
     assert points["eval/pass_2"] == [(s, 0.5) for s in range(1, 6)]  # '@' is not MLflow's
-    run = MlflowClient(uri).get_run(run_id)
+    run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "tiny"
     assert run.data.params["trainer.optim.lr"] == "2e-06"
