@@ -550,9 +550,8 @@ class MlflowSection:
 
 
 def _check_loggers(loggers: Sequence[str]) -> None:
-    """``trainer.loggers``: registered names, each once, ``jsonl`` among them, and the
-    packages of each installed."""
-    from nemo_red.monitoring.loggers import logger_info, logger_names, missing_modules
+    """``trainer.loggers``: registered names, each once, ``jsonl`` among them."""
+    from nemo_red.monitoring.loggers import logger_names
 
     known = logger_names()
     unknown = [name for name in loggers if name not in known]
@@ -567,7 +566,15 @@ def _check_loggers(loggers: Sequence[str]) -> None:
         "a list with jsonl (metrics.jsonl is the run's record: plots, compare, resume)",
         list(loggers),
     )
-    for name in loggers:
+
+
+def check_logger_packages(config: TrainConfig) -> None:
+    """Raises a :class:`ConfigError` naming the pip extra when a logger of
+    ``trainer.loggers`` lacks its packages (``load_config`` checks this unless told not to).
+    """
+    from nemo_red.monitoring.loggers import logger_info, missing_modules
+
+    for name in config.trainer.loggers:
         missing = missing_modules(name)
         if missing:
             extra = logger_info(name).extra
@@ -685,11 +692,15 @@ class TrainConfig:
         return [*warmup, StageConfig(algo.preset, self.trainer.total_steps - algo.sft_warmup_steps)]
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+def load_config(
+    path: str | Path | None, overrides: Sequence[str] = (), for_training: bool = True
+) -> TrainConfig:
     """Reads a YAML file (optional) and ``key=value`` overrides into a :class:`TrainConfig`.
 
     A YAML file may start from another one with ``defaults_from: other.yaml`` (a path
-    relative to it); its own keys then override the other's.
+    relative to it); its own keys then override the other's. ``for_training``: also check
+    that the packages of the configured loggers are installed (a run's config read for
+    another purpose, such as evaluating it, does not need them).
     """
     layers = [OmegaConf.structured(TrainConfig)]
     if path is not None:
@@ -714,6 +725,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         ) from None
     # The schema is the structured TrainConfig, so to_object builds one.
     assert isinstance(config, TrainConfig)
+    if for_training:
+        check_logger_packages(config)
     return config
 
 

@@ -89,12 +89,15 @@ def test_a_logger_whose_package_is_missing_names_its_extra(
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda m, *a: None if m == module else find_spec(m, *a)
     )
+    overrides = [f"trainer.loggers=[jsonl,{name}]"]
     with pytest.raises(ConfigError) as err:
-        load_config(TINY, [f"trainer.loggers=[jsonl,{name}]"])
+        load_config(TINY, overrides)
     assert str(err.value) == (
         f"trainer.loggers: the {name} logger needs {module}, which is not installed: "
         f"pip install 'nemo_red[{name}]'"
     )
+    # reading such a run's config for another purpose (nemo-red eval RUN_DIR) needs neither
+    assert load_config(TINY, overrides, for_training=False).trainer.loggers == ["jsonl", name]
 
 
 @pytest.mark.parametrize(
