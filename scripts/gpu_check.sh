@@ -112,15 +112,15 @@ install_carried_wheels() {
 }
 
 if [[ "$MODE" == smoke ]]; then
-  part actor 300 "$PY" benchmarks/actor.py --device cpu --shape tiny --tp-sizes 1 \
+  part actor 900 "$PY" benchmarks/actor.py --device cpu --shape tiny --tp-sizes 1 \
     --sequences 4 --length 64 --token-budget 128 --repeats 1 --out "$OUT/actor_cpu.json"
-  part memory 300 "$PY" benchmarks/memory_plan.py --device cpu --cases smoke \
+  part memory 900 "$PY" benchmarks/memory_plan.py --device cpu --cases smoke \
     --recompute none,full --out "$OUT/memory_plan_cpu.json"
-  part token_stats 300 "$PY" benchmarks/token_stats.py --device cpu --tokens 128 --vocab 4096 \
+  part token_stats 900 "$PY" benchmarks/token_stats.py --device cpu --tokens 128 --vocab 4096 \
     --repeats 1 --out "$OUT/token_stats_cpu.json"
-  part attention 300 "$PY" benchmarks/attention.py --device cpu --length 128 --repeats 1 \
+  part attention 900 "$PY" benchmarks/attention.py --device cpu --length 128 --repeats 1 \
     --out "$OUT/attention_cpu.json"
-  part decode 300 "$PY" benchmarks/decode_bound.py --device cpu --shape tiny --batch-sizes 1,2 \
+  part decode 900 "$PY" benchmarks/decode_bound.py --device cpu --shape tiny --batch-sizes 1,2 \
     --prompt-length 16 --new-tokens 8 --repeats 1 --out "$OUT/decode_bound_cpu.json"
   part red_steps 900 "$PY" benchmarks/red_steps.py --device cpu --shape tiny --steps 1 \
     --prompts 4 --new-tokens 8 --token-budget 256 --timeout 240 --out "$OUT/red_steps_cpu.json"

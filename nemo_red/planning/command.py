@@ -76,6 +76,12 @@ def add_plan_parser(sub: Any) -> argparse.ArgumentParser:
         "--token-budget", type=int, help="tokens per micro-batch (default: one sequence)"
     )
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument(
+        "--fused-adam",
+        action="store_true",
+        help="megatron has Transformer Engine's / apex's fused Adam (the NGC image): no "
+        "optimizer scratch",
+    )
     p.add_argument("--engine", default="vllm", help="rollout engine (rollout.engine)")
     p.add_argument(
         "--engine-memory-fraction",
@@ -107,6 +113,7 @@ def run_plan(args: argparse.Namespace) -> int:
         response_length=args.response_length,
         token_budget=args.token_budget,
         dtype=args.dtype,
+        fused_adam=args.fused_adam,
     )
     engine = EngineSetup(
         name=args.engine,

@@ -109,6 +109,9 @@ class Workload:
         device: ``cuda`` | ``cpu``: the optimizer step's scratch (AdamW's foreach kernels on
             CUDA keep one fp32 copy of the local shard; the per-tensor loop on CPU one of
             the largest tensor).
+        fused_adam: megatron steps with a fused Adam (Transformer Engine's or apex's, as in
+            the NGC image): no scratch copy of the shard. Without them it falls back to
+            torch's AdamW.
         entropy_grad: the loss differentiates the entropy (one more fp32 logits chunk).
         micro_batches: micro-batches per step on a data-parallel rank (None: at least the
             pipeline size, so the 1F1B pipeline is full).
@@ -119,6 +122,7 @@ class Workload:
     token_budget: int | None = None
     dtype: str = "bf16"
     device: str = "cuda"
+    fused_adam: bool = False
     entropy_grad: bool = False
     micro_batches: int | None = None
 
@@ -402,6 +406,7 @@ def _stage_plan(
         )
     moments_shard = params / shard
     scratch = 4.0 * (moments_shard if workload.device == "cuda" else min(largest, moments_shard))
+    scratch = 0.0 if workload.fused_adam else scratch
     engine_weights, kv, per_token, awake = _engine_bytes(
         dims, engine, gpu_bytes, state, workload, layout.tp
     )

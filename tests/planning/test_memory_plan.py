@@ -53,6 +53,17 @@ def test_state_of_the_1_5b_model_under_dp8():
     assert (plan.weights, plan.gradients) == (2 * p, 4 * p)
     assert (plan.main_weights, plan.optimizer_states) == (4 * p / 8, 8 * p / 8)
     assert plan.state == 7.5 * p
+    # torch's foreach AdamW keeps one fp32 copy of the local shard; a fused Adam none
+    assert plan.optimizer_scratch == 4 * p / 8
+    fused = plan_memory(
+        QWEN_1_5B,
+        Layout(dp=8),
+        Workload(fused_adam=True),
+        EngineSetup(name="native"),
+        H100,
+        reserve_bytes=0,
+    )
+    assert fused.optimizer_scratch == 0
 
 
 def test_pipeline_stages_hold_their_layers_and_the_vocabulary_matrices():
