@@ -36,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from actor import _batch  # noqa: E402  (the actor benchmark's random RED batch)
 from bench_env import RESULTS, device_info, now, versions  # noqa: E402
 
 # name -> (Qwen2 shape, sequences, tokens per sequence): one packed micro-batch per step
@@ -113,20 +114,6 @@ def _shape(spec: dict[str, Any]) -> Any:
         rope_theta=1e4,
         max_position_embeddings=4096,
         tie_word_embeddings=spec["tied"],
-    )
-
-
-def _batch(n: int, length: int, vocab: int) -> Any:
-    from nemo_red.training.packing import SequenceBatch
-
-    g = torch.Generator().manual_seed(0)
-    return SequenceBatch(
-        tokens=[torch.randint(0, vocab, (length,), generator=g) for _ in range(n)],
-        prompt_lengths=torch.full((n,), length // 4),
-        is_offline=torch.arange(n) % 2 == 1,
-        advantages=torch.randn(n, generator=g),
-        rewards=torch.randint(0, 2, (n,), generator=g).float(),
-        group_accuracy=torch.rand(n, generator=g),
     )
 
 

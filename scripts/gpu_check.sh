@@ -131,15 +131,15 @@ else
     --out "$OUT/actor_cuda_qwen2.5-1.5b.json"
   part memory 75 "$PY" benchmarks/memory_plan.py --device cuda --cases qwen2.5-1.5b \
     --recompute none,selective,full --out "$OUT/memory_plan_cuda.json"
-  part token_stats 30 "$PY" benchmarks/token_stats.py --device cuda --dtype bf16 --tokens 8192 \
+  part token_stats 45 "$PY" benchmarks/token_stats.py --device cuda --dtype bf16 --tokens 8192 \
     --out "$OUT/token_stats_cuda.json"
   part attention 30 "$PY" benchmarks/attention.py --device cuda --length 4096 \
     --out "$OUT/attention_cuda.json"
-  part decode 50 "$PY" benchmarks/decode_bound.py --device cuda --shape qwen2.5-1.5b \
-    --batch-sizes 1,16,64 --prompt-length 256 --new-tokens 64 \
+  part decode 60 "$PY" benchmarks/decode_bound.py --device cuda --shape qwen2.5-1.5b \
+    --batch-sizes 1,16,64 --prompt-length 256 --new-tokens 64 --repeats 1 \
     --out "$OUT/decode_bound_cuda_qwen2.5-1.5b.json"
-  part red_steps 170 "$PY" benchmarks/red_steps.py --device cuda --shape qwen2.5-1.5b --steps 2 \
-    --prompts 8 --new-tokens 64 --token-budget 4096 --timeout 50 \
+  part red_steps 150 "$PY" benchmarks/red_steps.py --device cuda --shape qwen2.5-1.5b --steps 2 \
+    --prompts 8 --new-tokens 64 --token-budget 4096 --timeout 45 \
     --variants plain,recompute_selective,recompute_full,sequence_parallel \
     --out "$OUT/red_steps_cuda.json"
 fi
