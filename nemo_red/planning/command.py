@@ -75,6 +75,11 @@ def add_plan_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--token-budget", type=int, help="tokens per micro-batch (default: one sequence)"
     )
+    p.add_argument(
+        "--micro-batches",
+        type=int,
+        help="micro-batches per step on a DP rank (default: enough to fill the pipeline)",
+    )
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     p.add_argument(
         "--fused-adam",
@@ -114,6 +119,7 @@ def run_plan(args: argparse.Namespace) -> int:
         token_budget=args.token_budget,
         dtype=args.dtype,
         fused_adam=args.fused_adam,
+        micro_batches=args.micro_batches,
     )
     engine = EngineSetup(
         name=args.engine,

@@ -113,8 +113,8 @@ class Workload:
             the NGC image): no scratch copy of the shard. Without them it falls back to
             torch's AdamW.
         entropy_grad: the loss differentiates the entropy (one more fp32 logits chunk).
-        micro_batches: micro-batches per step on a data-parallel rank (None: at least the
-            pipeline size, so the 1F1B pipeline is full).
+        micro_batches: micro-batches per step on a data-parallel rank (None: enough to
+            fill the pipeline's warm-up; fewer cap the activations in flight).
     """
 
     prompt_length: int = 1024
@@ -131,6 +131,8 @@ class Workload:
             raise ValueError("prompt_length and response_length must be >= 1")
         if self.token_budget is not None and self.token_budget < 1:
             raise ValueError(f"token_budget must be >= 1, got {self.token_budget}")
+        if self.micro_batches is not None and self.micro_batches < 1:
+            raise ValueError(f"micro_batches must be >= 1, got {self.micro_batches}")
         if self.dtype not in DTYPE_BYTES:
             raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {self.dtype!r}")
         if self.device not in ("cuda", "cpu"):
@@ -272,12 +274,21 @@ def _logits_bytes(dims: ModelDims, layout: Layout, workload: Workload) -> tuple[
 
 
 def _in_flight(layout: Layout, workload: Workload, stage: str) -> float:
-    """Micro-batches whose activations a stage keeps at once under (interleaved) 1F1B."""
-    if layout.pp == 1 or stage == "last":
-        return 1.0
-    count = min(layout.pp, workload.micro_batches or layout.pp)
-    factor = 1 + (layout.pp - 1) / (layout.pp * layout.vpp) if layout.vpp > 1 else 1.0
-    return count * factor
+    """Micro-batches' worth of a stage's layers whose activations the stage keeps at once.
+
+    megatron's 1F1B runs ``pp - r - 1`` warm-up forwards on rank ``r`` before its first
+    backward: ``pp`` micro-batches in flight on the first stage, 1 on the last. Interleaved
+    (``vpp`` chunks of ``layers / (pp vpp)`` each) it runs ``2 (pp - r - 1) + (vpp - 1) pp``
+    warm-up chunks: ``(2 (pp - 1) + (vpp - 1) pp + 1) / vpp`` stages' worth on the first,
+    ``1 + (pp - 1) / (pp vpp)`` times Korthikanti et al.'s ``pp``.
+    """
+    pp, vpp = layout.pp, layout.vpp
+    rank = pp - 1 if stage == "last" else 0
+    micro = workload.micro_batches or 2**31  # None: enough micro-batches to fill the warm-up
+    if vpp == 1:
+        return float(min(pp - rank, micro))
+    chunks = 2 * (pp - rank - 1) + (vpp - 1) * pp + 1
+    return min(chunks, micro * vpp) / vpp
 
 
 def _engine_bytes(

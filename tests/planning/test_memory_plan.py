@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -145,7 +146,18 @@ def test_interleaved_pipeline_keeps_more_micro_batches_on_the_first_stage():
     layout = Layout(pp=4, vpp=2)
     plan = plan_memory(dims, layout, workload, EngineSetup(name="hf"), H100, stage="first")
     per_layer = sum(layer_terms(LOCAL_SDPA, dims, 128, 4).values())
+    # Korthikanti et al.: pp (1 + (pp - 1) / (pp vpp)) = 5.5 stages' worth of 2 layers
     assert plan.activations == pytest.approx(4 * (1 + 3 / 8) * 2 * per_layer)
+    # the last stage: (vpp - 1) pp warm-up chunks + 1 = 5 chunks of 1 layer, + the final norm
+    last = plan_memory(dims, layout, workload, EngineSetup(name="hf"), H100, stage="last")
+    final = 128 * (64 * (4 + 4) + 4 + 64 * 4)
+    assert last.activations == pytest.approx(5 * per_layer + final)
+    plain = plan_memory(dims, Layout(pp=4), workload, EngineSetup(name="hf"), H100, stage="first")
+    assert plain.activations == pytest.approx(4 * 2 * per_layer)
+    # with only 4 micro-batches the interleaved warm-up is capped at their 8 chunks
+    few = dataclasses.replace(workload, micro_batches=4)
+    capped = plan_memory(dims, layout, few, EngineSetup(name="hf"), H100, stage="first")
+    assert capped.activations == pytest.approx(8 * per_layer)
 
 
 def test_vllm_takes_its_share_of_the_gpu():
