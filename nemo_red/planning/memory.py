@@ -253,7 +253,9 @@ def _stage_parameters(dims: ModelDims, layout: Layout, stage: str) -> tuple[int,
         params += dims.hidden  # final norm
         if not (dims.tied_embeddings and first):  # tied at PP=1: one matrix serves both
             params += vocab_matrix
-    largest = max(vocab_matrix if (first or last) else 0, 3 * dims.hidden * dims.ffn // layout.tp)
+    qkv = dims.hidden * (dims.heads + 2 * dims.kv_heads) * dims.head_dim
+    layer_largest = max(qkv, 2 * dims.hidden * dims.ffn) // layout.tp  # fused QKV, fc1
+    largest = max(vocab_matrix if (first or last) else 0, layer_largest)
     return params, largest
 
 
