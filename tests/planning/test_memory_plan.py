@@ -234,3 +234,17 @@ def test_plan_command_errors(capsys):
     assert "tp 8 must divide the 12 query and 2 KV heads" in capsys.readouterr().err
     assert main(["plan", "--model", "Qwen2.5-32B", "--gpus", "1", "--gpu", "h100"]) == 1
     assert "no layout of 1 GPUs fits; the closest" in capsys.readouterr().out
+
+
+def test_trtllm_fills_what_is_free_and_hf_holds_a_whole_copy():
+    layout, workload = Layout(dp=8), Workload()
+    trt = plan_memory(QWEN_1_5B, layout, workload, EngineSetup(name="trtllm"), H100)
+    weights = 2 * 1_543_714_304
+    assert trt.kv_cache == pytest.approx(0.9 * (H100 - trt.state - weights))
+    hf = plan_memory(
+        QWEN_1_5B, Layout(tp=2, dp=4), workload, EngineSetup(name="hf", batch_size=8), H100
+    )
+    # not split by the actor's TP: 8 sequences x 9216 tokens x 28 layers x 2 x 2 KV heads x 128
+    assert (hf.engine_weights, hf.kv_cache) == (weights, 8 * 9216 * 28 * 2 * 2 * 128 * 2)
+    with pytest.raises(KeyError, match="unknown rollout engine 'sglang'"):
+        plan_memory(QWEN_1_5B, layout, workload, EngineSetup(name="sglang"), H100)
