@@ -64,3 +64,5 @@ bench: setup
 	$(BIN)/python benchmarks/attention.py
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/memory_plan.py
+	$(BIN)/python benchmarks/decode_bound.py

@@ -11,7 +11,9 @@ Subcommands available in this release:
 * ``plot``: the training-dynamics PNGs of a run directory;
 * ``eval``: a HF or megatron checkpoint on benchmarks by name (MATH500, AIME, AMC, Minerva,
   OlympiadBench, GSM8K, multiple-choice sets) or path: avg@n, pass@k, maj@n, response
-  lengths, resumable, with a JSON of every graded completion and a markdown table.
+  lengths, resumable, with a JSON of every graded completion and a markdown table;
+* ``plan``: memory per GPU of a model under a TP x PP x DP layout (actor state, activations,
+  rollout engine), whether it fits an H100 / H200, and the smallest layout that fits.
 """
 
 from __future__ import annotations
@@ -199,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     from nemo_red.evaluation.command import add_eval_parser
 
     add_eval_parser(sub)
+
+    from nemo_red.planning.command import add_plan_parser
+
+    add_plan_parser(sub)
 
     presets = sub.add_parser("presets", help="list the loss presets and their terms")
     presets.add_argument("names", nargs="*", help="preset names (default: all)")
