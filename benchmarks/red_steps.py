@@ -71,7 +71,7 @@ def base_overrides(args: argparse.Namespace, out: Path) -> list[str]:
         f"trainer.checkpoint_every={args.steps}",
         "trainer.eval_every=0",
         "trainer.progress=false",
-        "trainer.tensorboard=false",
+        "trainer.loggers=[jsonl]",
         "trainer.optim.schedule=constant",
         "trainer.optim.warmup_steps=0",
         f"trainer.prompts_per_step={args.prompts}",
