@@ -42,7 +42,7 @@ VARIANTS = {
 }
 
 
-BUDGET = int(__import__("os").environ.get("BUDGET", "24"))
+TOKEN_BUDGET = 24  # 3 micro-batches a step without DP: the interleaved schedule groups all 3
 
 
 class AttentionCalls:
@@ -86,7 +86,7 @@ def build_actor(parallel, hf, shape):
         load_weights(model, hf_to_megatron(hf.state_dict(), shape, tp, tp_rank, pp * chunks, stage))
         models.append(model)
     optim = OptimConfig(lr=1e-3, clip_grad=1.0, schedule="linear", total_steps=10, min_lr=1e-4)
-    return MegatronActor(models if chunks > 1 else models[0], shape, optim, BUDGET, parallel)
+    return MegatronActor(models if chunks > 1 else models[0], shape, optim, TOKEN_BUDGET, parallel)
 
 
 def train_step(actor, regulator, step: int) -> dict:
