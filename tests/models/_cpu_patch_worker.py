@@ -2,10 +2,11 @@
 
 For every patch: with all the others applied, the megatron scenario it exists for must fail;
 with all patches applied it must run. The scenario seeds megatron's model-parallel RNG,
-builds a tied-embedding Qwen2 model with PP = 2 (the first-stage / last-stage embedding
-all-reduce) and full activation recomputation, wraps it in megatron's
-DistributedDataParallel with its DistributedOptimizer, runs one forward-backward step
-through megatron's pipeline schedule and takes a clipped optimizer step.
+recomputes a function through megatron's activation checkpointing on every rank, builds a
+tied-embedding Qwen2 model with PP = 2 (the first-stage / last-stage embedding all-reduce),
+wraps it in megatron's DistributedDataParallel with its DistributedOptimizer, runs one
+forward-backward step through megatron's pipeline schedule and takes a clipped optimizer
+step.
 """
 
 import argparse
@@ -17,26 +18,26 @@ import torch.distributed as dist
 
 
 def scenario() -> None:
-    """Build a tied-embedding model with PP = 2 and recomputed layers, run one 1F1B step and
-    an optimizer step."""
+    """Recompute a checkpointed function, build a tied-embedding model with PP = 2, run one
+    1F1B step and an optimizer step."""
     from megatron.core import parallel_state as ps
     from megatron.core import tensor_parallel
     from megatron.core.distributed import finalize_model_grads
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
-    from nemo_red.training.config import ParallelConfig
     from nemo_red.training.optim import OptimConfig, build_optimizer
 
     ps.initialize_model_parallel(1, 2)
     try:
         tensor_parallel.model_parallel_cuda_manual_seed(3)
+        # on every rank before any pipeline exchange, so a failure cannot strand the other
+        x = torch.ones(3, requires_grad=True)
+        tensor_parallel.checkpoint(lambda t: t * t, False, x).sum().backward()
+        assert x.grad.tolist() == [2.0, 2.0, 2.0], x.grad
         shape = Qwen2Shape(64, 32, 48, 2, 4, 2, 1e-6, 10000.0, 32, True)
         first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
-        recompute = ParallelConfig(pp=2, recompute="full")
-        model = build_gpt_model(
-            shape, 1, 2, pre_process=first, post_process=last, parallel=recompute
-        )
+        model = build_gpt_model(shape, 1, 2, pre_process=first, post_process=last)
         model.config.batch_p2p_sync = False
         model.config.calculate_per_token_loss = True
         ddp, optimizer = build_optimizer(
