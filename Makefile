@@ -64,3 +64,4 @@ bench: setup
 	$(BIN)/python benchmarks/attention.py
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/memory.py

@@ -154,7 +154,8 @@ class MegatronActor:
     def gather_weights(self) -> None:
         """Completes the all-gather of the weights the last step updated, which
         ``overlap_param_gather`` defers to the next forward pass; for code that reads the
-        weights without one. A no-op when they are current."""
+        weights without one. A no-op when no step has updated them since the last forward
+        pass or gather."""
         if self._weights_pending:
             for ddp in self.ddp_chunks:
                 ddp.start_param_sync(force_sync=True)
@@ -222,7 +223,7 @@ class MegatronActor:
             self._schedule_config.microbatch_group_size_per_vp_stage = group
         else:
             data = iter(micro)
-        return get_forward_backward_func()(
+        outputs = get_forward_backward_func()(
             forward_step_func=forward_step,
             data_iterator=data,
             model=self.ddp_chunks,
@@ -231,6 +232,8 @@ class MegatronActor:
             micro_batch_size=1,
             forward_only=forward_only,
         )
+        self._weights_pending = False  # the forward pre-hooks gathered every bucket
+        return outputs
 
     def _share_from_last_stage(self, obj: Any) -> Any:
         """``obj`` of the last pipeline stage, on every stage."""
