@@ -66,3 +66,4 @@ bench: setup
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/memory_plan.py
 	$(BIN)/python benchmarks/decode_bound.py
+	$(BIN)/python benchmarks/memory.py

@@ -115,6 +115,23 @@ def _patch_rng_tracker() -> Undo:
     return undo_all
 
 
+def _no_cuda_rng_state(*args: object, **kwargs: object) -> None:
+    return None
+
+
+def _patch_checkpoint_rng() -> Undo:
+    # Without CUDA there is no CUDA generator to save or restore; the CPU generator and the
+    # model-parallel tracker's states, which megatron saves alongside, are the whole state.
+    from megatron.core.tensor_parallel import random as mcore_random
+
+    return _undo_in_reverse(
+        [
+            _set_attr(mcore_random, "_get_cuda_rng_state", _no_cuda_rng_state),
+            _set_attr(mcore_random, "_set_cuda_rng_state", _no_cuda_rng_state),
+        ]
+    )
+
+
 def _tensor_stays(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
     return self
 
@@ -229,6 +246,13 @@ PATCHES: tuple[CpuPatch, ...] = (
         "CudaRNGStatesTracker.add/fork use CUDA RNG states "
         "(megatron/core/tensor_parallel/random.py); every attention forward enters fork()",
         _patch_rng_tracker,
+    ),
+    CpuPatch(
+        "checkpoint_rng",
+        "activation recomputation (tensor_parallel.checkpoint's CheckpointFunction) saves and "
+        "restores the CUDA RNG state around each recomputed forward with "
+        "_get_cuda_rng_state / _set_cuda_rng_state (megatron/core/tensor_parallel/random.py)",
+        _patch_checkpoint_rng,
     ),
     CpuPatch(
         "tensor_cuda",

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from nemo_red.training.config import ParallelConfig
 
 SUPPORTED_ARCHITECTURES = ("Qwen2ForCausalLM",)
 
@@ -124,12 +127,20 @@ def padded_vocab_size(vocab_size: int, tp_size: int) -> int:
 
 
 def transformer_config(
-    shape: Qwen2Shape, tp_size: int = 1, pp_size: int = 1, dtype: torch.dtype = torch.float32
+    shape: Qwen2Shape,
+    tp_size: int = 1,
+    pp_size: int = 1,
+    dtype: torch.dtype = torch.float32,
+    parallel: ParallelConfig | None = None,
 ) -> Any:
-    """The megatron ``TransformerConfig`` of ``shape`` (dropout off, HF numerics)."""
+    """The megatron ``TransformerConfig`` of ``shape`` (dropout off, HF numerics), with the
+    memory-saving features of ``parallel`` (sequence parallelism, recomputation, virtual
+    pipeline; none when ``None``)."""
     from megatron.core.transformer.transformer_config import TransformerConfig
 
-    shape.check(tp_size, pp_size)
+    from nemo_red.training.parallel import transformer_config_kwargs
+
+    shape.check(tp_size, pp_size * (parallel.model_chunks if parallel else 1))
     return TransformerConfig(
         num_layers=shape.num_layers,
         hidden_size=shape.hidden_size,
@@ -157,6 +168,7 @@ def transformer_config(
         persist_layer_norm=False,
         apply_rope_fusion=False,
         gradient_accumulation_fusion=False,
+        **transformer_config_kwargs(parallel),
     )
 
 
@@ -202,8 +214,12 @@ def build_gpt_model(
     pre_process: bool = True,
     post_process: bool = True,
     dtype: torch.dtype = torch.float32,
+    parallel: ParallelConfig | None = None,
+    vp_stage: int | None = None,
 ) -> Any:
-    """A megatron-core ``GPTModel`` for one pipeline stage of ``shape``.
+    """A megatron-core ``GPTModel`` for one pipeline stage of ``shape`` (model chunk
+    ``vp_stage`` of it under a virtual pipeline), with the memory-saving features of
+    ``parallel``.
 
     Model-parallel state (``parallel_state.initialize_model_parallel``) must be initialised.
     Layers are megatron's local spec with SDPA core attention (see ``_layer_spec``).
@@ -212,10 +228,12 @@ def build_gpt_model(
     """
     from megatron.core.models.gpt import GPTModel
 
-    config = transformer_config(shape, tp_size, pp_size, dtype)
+    from nemo_red.models.norms import sequence_parallel_spec
+
+    config = transformer_config(shape, tp_size, pp_size, dtype, parallel)
     model = GPTModel(
         config=config,
-        transformer_layer_spec=_layer_spec(),
+        transformer_layer_spec=sequence_parallel_spec(_layer_spec(), config, vp_stage),
         vocab_size=padded_vocab_size(shape.vocab_size, tp_size),
         max_sequence_length=shape.max_position_embeddings,
         pre_process=pre_process,
@@ -223,6 +241,7 @@ def build_gpt_model(
         share_embeddings_and_output_weights=shape.tie_word_embeddings,
         position_embedding_type="rope",
         rotary_base=int(shape.rope_theta),
+        **({} if vp_stage is None else {"vp_stage": vp_stage}),
     )
     for param in model.parameters():
         param.data = param.data.to(dtype)

@@ -13,11 +13,24 @@ runs wrapped in megatron's ``DistributedDataParallel`` and steps with its
 embedding's over the first and last pipeline stages. Departure from a stock megatron
 trainer: gradients are summed, not averaged, over ranks, because the losses already divide
 by step-wide counts.
+
+The memory-saving features of the config's ``parallel`` section act here as follows.
+Sequence parallelism pads every packed row to a multiple of the tensor-parallel size (the
+output layer gathers the sequence back, so the vocab-parallel token statistics see whole
+rows). A virtual pipeline makes this rank hold several model chunks (``actor.chunks``;
+``actor.model`` is then a ``ModuleList`` of them, whose state dict prefixes each chunk's
+keys with its index) and runs megatron's interleaved 1F1B schedule, which needs at least
+one micro-batch per pipeline stage (the fullest are split to get there). Overlapped
+gradient reduction hands megatron the DDP ``no_sync`` contexts, so the reduce-scatters start
+during the last micro-batch's backward pass; with overlapped weight gathering the updated
+weights arrive during the next forward pass, and anything that reads them before one (the
+HF export, checkpoints) gathers them first.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -35,6 +48,7 @@ from nemo_red.algorithms.token_stats import (
 from nemo_red.models.qwen2 import Qwen2Shape, load_weights
 from nemo_red.models.sdpa_attention import packed_row_params
 from nemo_red.monitoring import names
+from nemo_red.training.config import ParallelConfig
 from nemo_red.training.optim import (
     OptimConfig,
     build_optimizer,
@@ -62,29 +76,73 @@ class MegatronActor:
     """One pipeline stage of the policy on this rank, with its optimizer.
 
     Args:
-        model: this rank's megatron ``GPTModel`` (stage and TP shard). The actor wraps it
-            for data parallelism; ``actor.model`` stays the bare model (weights, export).
+        model: this rank's megatron ``GPTModel`` (stage and TP shard), or its model chunks
+            in order under a virtual pipeline. The actor wraps them for data parallelism;
+            ``actor.model`` stays the bare model (weights, export): the one ``GPTModel``, or
+            a ``ModuleList`` of the chunks.
         shape: the architecture (for the true vocabulary size).
         optim: optimizer and schedule settings.
         token_budget: max tokens per packed micro-batch.
+        parallel: the layout and memory-saving features the model was built with (default:
+            none of them).
     """
 
     def __init__(
-        self, model: torch.nn.Module, shape: Qwen2Shape, optim: OptimConfig, token_budget: int
+        self,
+        model: torch.nn.Module | Sequence[torch.nn.Module],
+        shape: Qwen2Shape,
+        optim: OptimConfig,
+        token_budget: int,
+        parallel: ParallelConfig | None = None,
     ) -> None:
         from megatron.core import parallel_state as ps
 
-        self.model = model
+        self.chunks = list(model) if isinstance(model, Sequence) else [model]
+        self.model = self.chunks[0] if len(self.chunks) == 1 else torch.nn.ModuleList(self.chunks)
         self.shape = shape
         self.optim_config = optim
         self.token_budget = token_budget
+        self.parallel = parallel or ParallelConfig(
+            tp=ps.get_tensor_model_parallel_world_size(),
+            pp=ps.get_pipeline_model_parallel_world_size(),
+        )
+        if len(self.chunks) != self.parallel.model_chunks:
+            raise ValueError(
+                f"{len(self.chunks)} model chunks for parallel.virtual_pp "
+                f"{self.parallel.virtual_pp}"
+            )
+        schedule_config: TransformerConfig = self.chunks[0].config  # what the schedule reads
+        self._schedule_config = schedule_config
+        built_with_sp = bool(schedule_config.sequence_parallel)
+        if built_with_sp != self.parallel.sequence_parallel:
+            raise ValueError(
+                f"the model was built with sequence_parallel={built_with_sp}, but the actor's "
+                f"parallel.sequence_parallel is {self.parallel.sequence_parallel}"
+            )
         self.steps_done = 0
         self._ps = ps
-        config: TransformerConfig = model.config  # a megatron module's config
-        config.calculate_per_token_loss = True  # our losses divide by global counts
-        config.batch_p2p_sync = False
-        config.variable_seq_lengths = False
-        self.ddp_model, self.optimizer = build_optimizer(model, optim)
+        for chunk in self.chunks:
+            config: TransformerConfig = chunk.config  # a megatron module's config
+            config.calculate_per_token_loss = True  # our losses divide by global counts
+            config.batch_p2p_sync = False
+            config.variable_seq_lengths = False
+            if len(self.chunks) > 1:
+                # The interleaved schedule sends activations and gradients both ways at once;
+                # batched, two stages exchange same-shaped tensors in one group whose sends
+                # and receives pair up in issue order, crossing activations with gradients.
+                # Unbatched, megatron orders them by rank parity (Megatron-LM's default here).
+                config.batch_p2p_comm = False
+        self.ddp_chunks, self.optimizer = build_optimizer(self.chunks, optim, self.parallel)
+        if self.parallel.overlap_grad_reduce:
+            no_sync = [ddp.no_sync for ddp in self.ddp_chunks]
+            schedule_config.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
+        self._weights_pending = False  # updated weights not yet gathered (overlap_param_gather)
+
+    @property
+    def ddp_model(self) -> torch.nn.Module:
+        """The data-parallel wrapper of the model (of its first chunk under a virtual
+        pipeline; all of them are ``ddp_chunks``)."""
+        return self.ddp_chunks[0]
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The full policy in the HF layout, gathered over TP and PP (collective): what
@@ -93,6 +151,16 @@ class MegatronActor:
 
         return full_hf_state_dict(self)
 
+    def gather_weights(self) -> None:
+        """Completes the all-gather of the weights the last step updated, which
+        ``overlap_param_gather`` defers to the next forward pass; for code that reads the
+        weights without one. A no-op when no step has updated them since the last forward
+        pass or gather."""
+        if self._weights_pending:
+            for ddp in self.ddp_chunks:
+                ddp.start_param_sync(force_sync=True)
+            self._weights_pending = False
+
     # ------------------------------------------------------------------ plumbing
     @property
     def is_last_stage(self) -> bool:
@@ -100,7 +168,14 @@ class MegatronActor:
 
     def _micro_batches(self, batch: SequenceBatch) -> list[PackedMicroBatch]:
         shard = (self._ps.get_data_parallel_rank(), self._ps.get_data_parallel_world_size())
-        return pack_step(batch, self.token_budget, shard)
+        parallel = self.parallel
+        return pack_step(
+            batch,
+            self.token_budget,
+            shard,
+            row_multiple=parallel.tp if parallel.sequence_parallel else 1,
+            min_micro_batches=parallel.pp if parallel.virtual_pp else 1,
+        )
 
     def _token_stats(
         self, logits: torch.Tensor, mb: PackedMicroBatch, with_entropy_grad: bool
@@ -142,15 +217,23 @@ class MegatronActor:
             )
             return output, partial(loss_func, mb)
 
-        return get_forward_backward_func()(
+        if len(self.chunks) > 1:  # each chunk reads the micro-batches in its own order
+            data: Any = [iter(micro) for _ in self.chunks]
+            group = interleaved_group_size(len(micro), self.parallel.pp)
+            self._schedule_config.microbatch_group_size_per_vp_stage = group
+        else:
+            data = iter(micro)
+        outputs = get_forward_backward_func()(
             forward_step_func=forward_step,
-            data_iterator=iter(micro),
-            model=[self.ddp_model],
+            data_iterator=data,
+            model=self.ddp_chunks,
             num_microbatches=len(micro),
             seq_length=micro[0].input_ids.shape[1],
             micro_batch_size=1,
             forward_only=forward_only,
         )
+        self._weights_pending = False  # the forward pre-hooks gathered every bucket
+        return outputs
 
     def _share_from_last_stage(self, obj: Any) -> Any:
         """``obj`` of the last pipeline stage, on every stage."""
@@ -228,7 +311,8 @@ class MegatronActor:
             loss, metrics = compute_loss(spec, loss_batch, norm, ctx)
             return loss, torch.tensor(mb.real_tokens, dtype=torch.int), metrics
 
-        self.ddp_model.zero_grad_buffer()
+        for ddp in self.ddp_chunks:
+            ddp.zero_grad_buffer()
         self.optimizer.zero_grad()
         outputs = self._run(micro, loss_func, forward_only=False)
         metrics = self._reduce_metrics(outputs if self.is_last_stage else [])
@@ -247,10 +331,11 @@ class MegatronActor:
     def _optimizer_step(self) -> dict[str, float]:
         from megatron.core.distributed import finalize_model_grads
 
-        finalize_model_grads([self.ddp_model])  # DP sum, tied-embedding sum across stages
+        finalize_model_grads(self.ddp_chunks)  # DP sum, tied-embedding sum across stages
         lr = self.optim_config.lr_at(self.steps_done)
         set_step_hyperparameters(self.optimizer, lr, self.optim_config.weight_decay)
         ok, grad_norm, _ = self.optimizer.step()
+        self._weights_pending = self.parallel.overlap_param_gather
         if not ok:  # inf/NaN in some gradient, on any rank: no update
             return {names.GRAD_NORM: math.nan, names.LR: lr, names.SKIPPED: 1.0}
         self.steps_done += 1
@@ -258,6 +343,7 @@ class MegatronActor:
 
     def state_dict(self) -> dict[str, Any]:
         """Model shard and step counter of this rank (the same on every data-parallel rank)."""
+        self.gather_weights()
         return {
             "model": {
                 k: v for k, v in self.model.state_dict().items() if not k.endswith("_extra_state")
@@ -279,6 +365,24 @@ class MegatronActor:
     def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
         """Restores :meth:`optimizer_state_dict` (after :meth:`load_state_dict`)."""
         load_optimizer_state(self.optimizer, self.model, state)
+
+
+def interleaved_group_size(num_micro_batches: int, pp: int) -> int:
+    """The micro-batches megatron's interleaved schedule runs through one model chunk
+    before the next (``microbatch_group_size_per_vp_stage``): the smallest group of at least
+    ``pp`` whose last, partial group is empty or also of at least ``pp`` (the schedule's
+    rule), so ``pp`` itself whenever it divides the count.
+
+    Raises:
+        ValueError: with fewer than ``pp`` micro-batches.
+    """
+    if num_micro_batches < pp:
+        raise ValueError(f"the interleaved schedule needs >= {pp} micro-batches")
+    return next(
+        g
+        for g in range(pp, num_micro_batches + 1)
+        if num_micro_batches % g == 0 or num_micro_batches % g >= pp
+    )
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

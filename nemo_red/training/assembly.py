@@ -185,7 +185,7 @@ def assemble_run(
         **dataclasses.asdict(trainer.optim),
         total_steps=total_steps(config) * trainer.updates_per_step,
     )
-    actor = MegatronActor(model, shape, optim, token_budget=trainer.token_budget)
+    actor = MegatronActor(model, shape, optim, trainer.token_budget, config.parallel)
     engine = _engine(config, actor, tokenizer, run_dir)
     grader = MathGrader(
         num_workers=trainer.grader_workers,

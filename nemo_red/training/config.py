@@ -217,15 +217,104 @@ class DataConfig:
             )
 
 
+RECOMPUTE_GRANULARITIES = ("none", "selective", "full")
+RECOMPUTE_METHODS = ("uniform", "block")
+
+
 @dataclass(frozen=True)
 class ParallelConfig:
-    """Tensor and pipeline parallel sizes (data parallel = world / (tp * pp))."""
+    """The parallel layout and megatron's memory-saving features.
+
+    Data parallel takes the rest of the world: world / (tp * pp). Context parallelism is
+    not offered: megatron runs it only through Transformer Engine's attention, and the
+    actor's attention is the local spec's (SDPA over packed rows, see
+    ``nemo_red/models/sdpa_attention.py``).
+
+    Attributes:
+        tp: tensor-parallel size.
+        pp: pipeline-parallel size.
+        sequence_parallel: split the activations outside attention and MLP along the
+            sequence over the tensor-parallel ranks (needs tp > 1).
+        recompute: activation recomputation: ``none``, ``selective`` (the core attention
+            of every layer) or ``full`` (whole layers, see ``recompute_method``).
+        recompute_method: with ``full``: ``uniform`` (the layers of each stage in groups
+            of ``recompute_num_layers``, only each group's input kept) or ``block`` (the
+            first ``recompute_num_layers`` layers of each stage); default uniform.
+        recompute_num_layers: with ``full``: the group size (uniform) or the number of
+            recomputed layers per stage (block); default 1.
+        virtual_pp: model chunks per pipeline stage for the interleaved 1F1B schedule
+            (null: plain 1F1B); needs pp > 1 and the layers divisible by pp * virtual_pp.
+        overlap_grad_reduce: reduce-scatter gradients bucket by bucket during the
+            backward pass of the last micro-batch instead of after it.
+        overlap_param_gather: all-gather the updated weights of the distributed
+            optimizer bucket by bucket during the next forward pass instead of after the
+            step (needs overlap_grad_reduce).
+    """
 
     tp: int = 1
     pp: int = 1
+    sequence_parallel: bool = False
+    recompute: str = "none"
+    recompute_method: str | None = None
+    recompute_num_layers: int | None = None
+    virtual_pp: int | None = None
+    overlap_grad_reduce: bool = False
+    overlap_param_gather: bool = False
 
     def __post_init__(self) -> None:
         _at_least("parallel", 1, tp=self.tp, pp=self.pp)
+        if self.sequence_parallel and self.tp == 1:
+            raise ConfigError("parallel.sequence_parallel needs parallel.tp > 1, got tp = 1")
+        _require(
+            self.recompute in RECOMPUTE_GRANULARITIES,
+            "parallel.recompute",
+            f"one of {list(RECOMPUTE_GRANULARITIES)}",
+            self.recompute,
+        )
+        if self.recompute != "full":
+            for key in ("recompute_method", "recompute_num_layers"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(
+                        f"parallel.{key} applies to parallel.recompute full only "
+                        f"(recompute is {self.recompute!r}); remove it or set recompute: full"
+                    )
+        if self.recompute_method is not None:
+            _require(
+                self.recompute_method in RECOMPUTE_METHODS,
+                "parallel.recompute_method",
+                f"one of {list(RECOMPUTE_METHODS)}",
+                self.recompute_method,
+            )
+        if self.recompute_num_layers is not None:
+            _at_least("parallel", 1, recompute_num_layers=self.recompute_num_layers)
+        if self.virtual_pp is not None:
+            _require(self.virtual_pp >= 2, "parallel.virtual_pp", ">= 2 (or null)", self.virtual_pp)
+            if self.pp == 1:
+                raise ConfigError("parallel.virtual_pp needs parallel.pp > 1, got pp = 1")
+        if self.overlap_param_gather and not self.overlap_grad_reduce:
+            raise ConfigError(
+                "parallel.overlap_param_gather needs parallel.overlap_grad_reduce: true "
+                "(megatron dispatches the weight all-gathers from the gradient buckets)"
+            )
+
+    @property
+    def model_chunks(self) -> int:
+        """Model chunks per pipeline stage (1 without a virtual pipeline)."""
+        return self.virtual_pp or 1
+
+    def check_layers(self, num_layers: int, source: str) -> None:
+        """Raises a :class:`ConfigError` when ``num_layers`` layers (of ``source``) cannot
+        be split over the pipeline's chunks or recomputed as asked."""
+        chunks = self.pp * self.model_chunks
+        if num_layers % chunks:
+            what = "parallel.pp * parallel.virtual_pp" if self.virtual_pp else "parallel.pp"
+            raise ConfigError(f"{what} = {chunks} must divide the {num_layers} layers of {source}")
+        per_chunk = num_layers // chunks
+        if self.recompute_num_layers is not None and self.recompute_num_layers > per_chunk:
+            raise ConfigError(
+                f"parallel.recompute_num_layers must be <= the {per_chunk} layers of each "
+                f"pipeline chunk of {source}, got {self.recompute_num_layers}"
+            )
 
 
 @dataclass(frozen=True)
@@ -662,6 +751,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         algo, rollout = self.algorithm, self.rollout
+        parallel = self.parallel
+        if parallel.sequence_parallel and rollout.engine == "native":
+            raise ConfigError(
+                "parallel.sequence_parallel does not work with rollout.engine native: the "
+                "native engine decodes one token at a time through the actor's own model, "
+                "which sequence parallelism cannot split over the tensor-parallel ranks; "
+                "use rollout.engine hf, vllm or trtllm"
+            )
+        if self.model.path is None:
+            parallel.check_layers(self.model.tiny.num_layers, "model.tiny.num_layers")
         _require(
             algo.overlong_buffer < rollout.max_new_tokens,
             "algorithm.overlong_buffer",

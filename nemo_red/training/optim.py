@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nemo_red.training.config import OptimSection
+from nemo_red.training.config import OptimSection, ParallelConfig
 
 if TYPE_CHECKING:
     from megatron.core.transformer import TransformerConfig
@@ -73,27 +73,48 @@ class OptimConfig(OptimSection):
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> tuple[Any, Any]:
-    """Wraps ``model`` for data parallelism and builds megatron's distributed optimizer.
+def build_optimizer(
+    model: torch.nn.Module | list[torch.nn.Module],
+    optim: OptimConfig,
+    parallel: ParallelConfig | None = None,
+) -> tuple[Any, Any]:
+    """Wraps ``model`` (or each of its virtual-pipeline chunks) for data parallelism and
+    builds megatron's distributed optimizer over them.
 
     ``model.config.calculate_per_token_loss`` must be set first (it turns off megatron's
-    averaging of gradients over data-parallel ranks).
+    averaging of gradients over data-parallel ranks). ``parallel`` says whether gradient
+    reduction and weight gathering overlap with the backward / next forward pass (default:
+    neither).
 
     Returns:
-        ``(ddp_model, optimizer)``: the wrapped model to run forward/backward through, and
-        megatron's optimizer (``step() -> (ok, grad_norm, zeros)``).
+        ``(ddp_model, optimizer)``: the wrapped model to run forward/backward through (a
+        list of wrapped chunks when ``model`` is a list), and megatron's optimizer
+        (``step() -> (ok, grad_norm, zeros)``).
     """
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
-    config: TransformerConfig = model.config  # a megatron module's config
-    if not config.calculate_per_token_loss:
+    chunks = model if isinstance(model, list) else [model]
+    configs: list[TransformerConfig] = [chunk.config for chunk in chunks]  # megatron modules'
+    config = configs[0]
+    if not all(c.calculate_per_token_loss for c in configs):
         raise ValueError("set model.config.calculate_per_token_loss before build_optimizer")
-    ddp = DistributedDataParallel(
-        config,
-        DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True),
-        model,
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        use_distributed_optimizer=True,
+        overlap_grad_reduce=bool(parallel and parallel.overlap_grad_reduce),
+        overlap_param_gather=bool(parallel and parallel.overlap_param_gather),
     )
+    wrapped = [
+        DistributedDataParallel(
+            configs[index],
+            ddp_config,
+            chunk,
+            # as Megatron-LM: a virtual pipeline buckets the first chunk's gradients only
+            disable_bucketing=index > 0,
+        )
+        for index, chunk in enumerate(chunks)
+    ]
     optimizer = get_megatron_optimizer(
         OptimizerConfig(
             optimizer="adam",
@@ -109,9 +130,9 @@ def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> tuple[Any, An
             loss_scale=1.0,
             use_distributed_optimizer=True,
         ),
-        [ddp],
+        wrapped,
     )
-    return ddp, optimizer
+    return (wrapped if isinstance(model, list) else wrapped[0]), optimizer
 
 
 def set_step_hyperparameters(optimizer: Any, lr: float, weight_decay: float) -> None:

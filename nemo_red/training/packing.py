@@ -187,15 +187,41 @@ def pack(batch: SequenceBatch, rows: list[int], seq_length: int, width: int) -> 
     )
 
 
+def split_to_count(plan: list[list[int]], count: int) -> list[list[int]]:
+    """``plan`` with its fullest micro-batches split in two until it has ``count`` of them.
+
+    Raises:
+        ValueError: when there are fewer than ``count`` sequences to spread.
+    """
+    plan = [list(micro) for micro in plan]
+    while len(plan) < count:
+        widest = max(range(len(plan)), key=lambda b: (len(plan[b]), -b), default=None)
+        if widest is None or len(plan[widest]) < 2:
+            raise ValueError(
+                f"{sum(map(len, plan))} sequences on a data-parallel rank cannot fill the "
+                f"{count} micro-batches the interleaved pipeline schedule needs (one per "
+                "pipeline stage): give each step more sequences or use fewer stages"
+            )
+        micro = plan.pop(widest)
+        plan[widest:widest] = [micro[::2], micro[1::2]]
+    return plan
+
+
 def pack_step(
-    batch: SequenceBatch, token_budget: int, shard: tuple[int, int] = (0, 1)
+    batch: SequenceBatch,
+    token_budget: int,
+    shard: tuple[int, int] = (0, 1),
+    row_multiple: int = 1,
+    min_micro_batches: int = 1,
 ) -> list[PackedMicroBatch]:
     """The packed micro-batches of one data-parallel rank.
 
     Sequences are dealt to data-parallel ranks round-robin in order of decreasing length
-    (``shard = (rank, size)``), then packed with :func:`plan_micro_batches`. All rows share
-    the length of the longest packed row of the whole step, so every rank and pipeline stage
-    agrees on the activation shape.
+    (``shard = (rank, size)``), then packed with :func:`plan_micro_batches`; a rank with
+    fewer than ``min_micro_batches`` splits its fullest ones (:func:`split_to_count`). All
+    rows share the length of the longest packed row of the whole step, rounded up to a
+    multiple of ``row_multiple`` (sequence parallelism splits rows over the tensor-parallel
+    ranks), so every rank and pipeline stage agrees on the activation shape.
     """
     rank, size = shard
     lengths = [len(t) for t in batch.tokens]
@@ -204,9 +230,11 @@ def pack_step(
     for r in range(size):
         theirs = sorted(order[r::size])
         plan = plan_micro_batches([lengths[i] for i in theirs], token_budget)
+        plan = split_to_count(plan, min_micro_batches) if theirs else plan
         plans_per_rank.append([[theirs[j] for j in micro] for micro in plan])
     seq_length = max(
         (sum(lengths[i] for i in micro) for plan in plans_per_rank for micro in plan), default=1
     )
+    seq_length = -(-seq_length // row_multiple) * row_multiple
     width = batch.max_response_length
     return [pack(batch, micro, seq_length, width) for micro in plans_per_rank[rank]]

@@ -2,7 +2,12 @@
 
 Under ``torchrun`` the usual environment (RANK, WORLD_SIZE, MASTER_ADDR, ...) is used; a
 plain ``python`` process becomes a world of one. The backend is NCCL with CUDA and gloo
-without. The world is split into TP x PP x DP with megatron's ``parallel_state``.
+without. The world is split into TP x PP x DP with megatron's ``parallel_state`` (with a
+virtual pipeline of ``virtual_pp`` model chunks per stage when set).
+
+:func:`transformer_config_kwargs` turns the memory-saving features of the config's
+``parallel`` section into megatron ``TransformerConfig`` fields, for the one place a model's
+``TransformerConfig`` is built.
 """
 
 from __future__ import annotations
@@ -19,20 +24,47 @@ import torch
 import torch.distributed as dist
 
 from nemo_red.models.megatron_cpu import apply_cpu_patches
+from nemo_red.training.config import ParallelConfig
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ParallelLayout:
-    """Tensor- and pipeline-parallel sizes; data parallelism takes the rest of the world."""
+    """Tensor- and pipeline-parallel sizes (and the virtual pipeline's chunks per stage);
+    data parallelism takes the rest of the world."""
 
     tp: int = 1
     pp: int = 1
+    virtual_pp: int | None = None
 
     def __post_init__(self) -> None:
         if self.tp < 1 or self.pp < 1:
             raise ValueError(f"tp and pp must be >= 1, got {self}")
+        if self.virtual_pp is not None and (self.virtual_pp < 2 or self.pp < 2):
+            raise ValueError(f"virtual_pp needs pp > 1 and must be >= 2, got {self}")
+
+    @classmethod
+    def of(cls, parallel: ParallelConfig) -> ParallelLayout:
+        """The layout of the config's ``parallel`` section."""
+        return cls(parallel.tp, parallel.pp, parallel.virtual_pp)
+
+
+def transformer_config_kwargs(parallel: ParallelConfig | None) -> dict[str, Any]:
+    """The megatron ``TransformerConfig`` fields of ``parallel``'s memory-saving features:
+    sequence parallelism, activation recomputation and the virtual pipeline size (none for
+    ``None``: the plain model)."""
+    if parallel is None:
+        return {}
+    kwargs: dict[str, Any] = {"sequence_parallel": parallel.sequence_parallel}
+    if parallel.recompute != "none":
+        kwargs["recompute_granularity"] = parallel.recompute
+    if parallel.recompute == "full":
+        kwargs["recompute_method"] = parallel.recompute_method or "uniform"
+        kwargs["recompute_num_layers"] = parallel.recompute_num_layers or 1
+    if parallel.virtual_pp is not None:
+        kwargs["virtual_pipeline_model_parallel_size"] = parallel.virtual_pp
+    return kwargs
 
 
 def _free_port() -> int:
@@ -63,7 +95,9 @@ def init_distributed(layout: ParallelLayout, seed: int) -> None:
     if world % (layout.tp * layout.pp):
         raise ValueError(f"world size {world} is not a multiple of tp*pp = {layout.tp * layout.pp}")
     if not parallel_state.model_parallel_is_initialized():
-        parallel_state.initialize_model_parallel(layout.tp, layout.pp)
+        parallel_state.initialize_model_parallel(
+            layout.tp, layout.pp, virtual_pipeline_model_parallel_size=layout.virtual_pp
+        )
     seed_everything(seed)
     tensor_parallel.model_parallel_cuda_manual_seed(seed)
 

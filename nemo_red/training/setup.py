@@ -101,8 +101,9 @@ def tiny_shape(config: TrainConfig, vocab_size: int) -> Qwen2Shape:
 
 def build_policy(
     config: TrainConfig, tokenizer: Any, read_weights: bool = True
-) -> tuple[torch.nn.Module, Qwen2Shape]:
-    """This rank's megatron model: loaded from ``model.path`` or initialised from scratch.
+) -> tuple[torch.nn.Module | list[torch.nn.Module], Qwen2Shape]:
+    """This rank's megatron model: loaded from ``model.path`` or initialised from scratch;
+    under a virtual pipeline (``parallel.virtual_pp``) the list of its model chunks.
 
     With ``read_weights`` False only the architecture is read from ``model.path``: for a
     run whose weights come from a checkpoint next (a resume, ``model.init_checkpoint``).
@@ -112,31 +113,49 @@ def build_policy(
     from nemo_red.models import checkpoint_io
     from nemo_red.models.conversion import hf_to_megatron
 
-    tp, pp = config.parallel.tp, config.parallel.pp
+    parallel = config.parallel
+    tp, pp = parallel.tp, parallel.pp
     tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     dtype = checkpoint_io.DTYPES[config.model.dtype]
     path = config.model.path
-    state = None
+    states: list[dict[str, torch.Tensor]] | None = None
+    # chunk v of this stage is stage v * pp + pp_rank of a pipeline of pp * chunks stages
+    stages = [v * pp + pp_rank for v in range(parallel.model_chunks)]
     if path is None:
         shape = tiny_shape(config, len(tokenizer))
     elif (Path(path) / checkpoint_io.META).is_file():
-        if read_weights:
-            shape, state = checkpoint_io.load_megatron_shard(Path(path), tp, tp_rank, pp, pp_rank)
-        else:
-            hf_config = checkpoint_io.read_megatron_meta(Path(path))["hf_config"]
-            shape = Qwen2Shape.from_hf_config(hf_config)
+        hf_config = checkpoint_io.read_megatron_meta(Path(path))["hf_config"]
+        shape = Qwen2Shape.from_hf_config(hf_config)
+        if read_weights:  # resharded when the directory's layout is another
+            states = [
+                checkpoint_io.load_megatron_shard(Path(path), tp, tp_rank, pp * len(stages), s)[1]
+                for s in stages
+            ]
     else:
         shape = Qwen2Shape.from_hf_config(checkpoint_io.read_hf_config(Path(path)))
         if read_weights:
             hf = checkpoint_io.load_hf_state_dict(Path(path))
-            state = hf_to_megatron(hf, shape, tp, tp_rank, pp, pp_rank)
-    first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
-    model = build_gpt_model(shape, tp, pp, pre_process=first, post_process=last, dtype=dtype)
-    if state is not None:
-        load_weights(model, state)
-    if torch.cuda.is_available():
-        model.cuda()
-    return model, shape
+            states = [hf_to_megatron(hf, shape, tp, tp_rank, pp * len(stages), s) for s in stages]
+    if path is not None:
+        parallel.check_layers(shape.num_layers, path)
+    chunks = []
+    for v, stage in enumerate(stages):
+        chunk = build_gpt_model(
+            shape,
+            tp,
+            pp,
+            pre_process=stage == 0,
+            post_process=stage == pp * len(stages) - 1,
+            dtype=dtype,
+            parallel=parallel,
+            vp_stage=None if parallel.virtual_pp is None else v,
+        )
+        if states is not None:
+            load_weights(chunk, states[v])
+        if torch.cuda.is_available():
+            chunk.cuda()
+        chunks.append(chunk)
+    return (chunks[0] if parallel.virtual_pp is None else chunks), shape
 
 
 def export_policy(actor: Any, tokenizer: Any, folder: Path) -> Path:

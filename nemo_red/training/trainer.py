@@ -49,7 +49,7 @@ class RedTrainer:
     def __init__(self, config: TrainConfig, allow_config_change: bool = False) -> None:
         self.config = config
         self.run_dir = Path(config.run.output_dir)
-        init_distributed(ParallelLayout(config.parallel.tp, config.parallel.pp), config.run.seed)
+        init_distributed(ParallelLayout.of(config.parallel), config.run.seed)
         self.rank0 = dist.get_rank() == 0
         self.directory = RunDirectory(self.run_dir)
         self.finished = False  # the run trained its last step and exported the policy

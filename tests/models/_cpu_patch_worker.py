@@ -2,10 +2,11 @@
 
 For every patch: with all the others applied, the megatron scenario it exists for must fail;
 with all patches applied it must run. The scenario seeds megatron's model-parallel RNG,
-builds a tied-embedding Qwen2 model with PP = 2 (the first-stage / last-stage embedding
-all-reduce), wraps it in megatron's DistributedDataParallel with its DistributedOptimizer,
-runs one forward-backward step through megatron's pipeline schedule and takes a clipped
-optimizer step.
+recomputes a function through megatron's activation checkpointing on every rank, builds a
+tied-embedding Qwen2 model with PP = 2 (the first-stage / last-stage embedding all-reduce),
+wraps it in megatron's DistributedDataParallel with its DistributedOptimizer, runs one
+forward-backward step through megatron's pipeline schedule and takes a clipped optimizer
+step.
 """
 
 import argparse
@@ -17,7 +18,8 @@ import torch.distributed as dist
 
 
 def scenario() -> None:
-    """Build a tied-embedding model with PP = 2, run one 1F1B step and an optimizer step."""
+    """Recompute a checkpointed function, build a tied-embedding model with PP = 2, run one
+    1F1B step and an optimizer step."""
     from megatron.core import parallel_state as ps
     from megatron.core import tensor_parallel
     from megatron.core.distributed import finalize_model_grads
@@ -29,6 +31,10 @@ def scenario() -> None:
     ps.initialize_model_parallel(1, 2)
     try:
         tensor_parallel.model_parallel_cuda_manual_seed(3)
+        # on every rank before any pipeline exchange, so a failure cannot strand the other
+        x = torch.ones(3, requires_grad=True)
+        tensor_parallel.checkpoint(lambda t: t * t, False, x).sum().backward()
+        assert x.grad.tolist() == [2.0, 2.0, 2.0], x.grad
         shape = Qwen2Shape(64, 32, 48, 2, 4, 2, 1e-6, 10000.0, 32, True)
         first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
         model = build_gpt_model(shape, 1, 2, pre_process=first, post_process=last)

@@ -88,6 +88,38 @@ def test_overrides_and_interpolation():
         (["algorithm.kl_coef=0.1"], "does not compute reference log-probs yet"),
         (["algorithm.overlong_buffer=32"], "algorithm.overlong_buffer must be below"),
         (["parallel.tp=0"], "parallel.tp must be >= 1"),
+        (["parallel.sequence_parallel=true"], "sequence_parallel needs parallel.tp > 1"),
+        (
+            ["parallel.tp=2", "parallel.sequence_parallel=true"],
+            "does not work with rollout.engine native",
+        ),
+        (["parallel.recompute=all"], "parallel.recompute must be one of"),
+        (["parallel.recompute_method=block"], "applies to parallel.recompute full only"),
+        (
+            ["parallel.recompute=selective", "parallel.recompute_num_layers=2"],
+            "parallel.recompute_num_layers applies to parallel.recompute full only",
+        ),
+        (
+            ["parallel.recompute=full", "parallel.recompute_method=even"],
+            "parallel.recompute_method must be one of",
+        ),
+        (
+            ["parallel.recompute=full", "parallel.recompute_num_layers=0"],
+            "parallel.recompute_num_layers must be >= 1",
+        ),
+        (
+            ["parallel.pp=2", "parallel.recompute=full", "parallel.recompute_num_layers=3"],
+            "recompute_num_layers must be <= the 2 layers of each pipeline chunk",
+        ),
+        (["parallel.virtual_pp=2"], "parallel.virtual_pp needs parallel.pp > 1"),
+        (["parallel.pp=2", "parallel.virtual_pp=1"], "parallel.virtual_pp must be >= 2"),
+        (
+            ["parallel.pp=2", "parallel.virtual_pp=4"],
+            "parallel.pp * parallel.virtual_pp = 8 must divide the 4 layers",
+        ),
+        (["parallel.pp=3"], "parallel.pp = 3 must divide the 4 layers of model.tiny"),
+        (["parallel.overlap_param_gather=true"], "needs parallel.overlap_grad_reduce: true"),
+        (["parallel.cp=2"], "unknown key 'parallel.cp'"),
         (["run.seed=-3"], "run.seed must be >= 0"),
     ],
 )
@@ -110,3 +142,46 @@ def test_a_yaml_list_is_not_a_config(tmp_path):
     (tmp_path / "list.yaml").write_text("- rollout.n=2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_parallel_features_become_megatron_transformer_config_fields():
+    from nemo_red.training.config import ParallelConfig
+    from nemo_red.training.parallel import transformer_config_kwargs
+
+    assert transformer_config_kwargs(None) == {}
+    assert transformer_config_kwargs(ParallelConfig()) == {"sequence_parallel": False}
+    full = ParallelConfig(tp=2, pp=2, sequence_parallel=True, recompute="full", virtual_pp=2)
+    assert transformer_config_kwargs(full) == {
+        "sequence_parallel": True,
+        "recompute_granularity": "full",
+        "recompute_method": "uniform",  # the defaults of full
+        "recompute_num_layers": 1,
+        "virtual_pipeline_model_parallel_size": 2,
+    }
+    block = ParallelConfig(recompute="full", recompute_method="block", recompute_num_layers=3)
+    assert transformer_config_kwargs(block)["recompute_method"] == "block"
+    assert transformer_config_kwargs(block)["recompute_num_layers"] == 3
+    selective = transformer_config_kwargs(ParallelConfig(recompute="selective"))
+    assert selective == {"sequence_parallel": False, "recompute_granularity": "selective"}
+
+
+def test_a_loaded_config_keeps_the_parallel_features():
+    config = load_config(
+        CONF / "tiny_red.yaml",
+        [
+            "parallel.tp=2",
+            "parallel.pp=2",
+            "parallel.virtual_pp=2",
+            "parallel.sequence_parallel=true",
+            "rollout.engine=hf",
+            "parallel.recompute=full",
+            "parallel.recompute_method=block",
+            "parallel.recompute_num_layers=1",
+            "parallel.overlap_grad_reduce=true",
+            "parallel.overlap_param_gather=true",
+        ],
+    )
+    parallel = config.parallel
+    assert (parallel.model_chunks, parallel.recompute_method) == (2, "block")
+    assert parallel.sequence_parallel
+    assert parallel.overlap_param_gather

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from nemo_red.training.packing import SequenceBatch, pack, pack_step, plan_micro_batches
+from nemo_red.training.packing import (
+    SequenceBatch,
+    pack,
+    pack_step,
+    plan_micro_batches,
+    split_to_count,
+)
 from tests.torchrun import run_torchrun
 
 
@@ -79,3 +85,35 @@ def test_a_packed_sequence_scores_as_if_alone(tmp_path):
     assert report["bfloat16"] < 1e-6, report
     assert report["float32_control_row_positions"] > 2e-5, report
     assert report["bfloat16_control_row_positions"] > 1e-2, report
+
+
+def test_rows_pad_to_a_multiple_for_sequence_parallelism():
+    batch = _batch([7, 3, 5], [1, 1, 2])
+    plain = pack_step(batch, token_budget=8)
+    padded = pack_step(batch, token_budget=8, row_multiple=4)
+    assert {mb.input_ids.shape[1] for mb in plain} == {8}
+    assert {mb.input_ids.shape[1] for mb in pack_step(batch, 8, row_multiple=3)} == {9}
+    for a, b in zip(plain, padded, strict=True):
+        assert b.cu_seqlens.tolist() == a.cu_seqlens.tolist()  # the extra tokens are padding
+        assert b.real_tokens == a.real_tokens
+
+
+def test_split_to_count_spreads_the_fullest_micro_batches():
+    assert split_to_count([[0, 1, 2, 3], [4]], 3) == [[0, 2], [1, 3], [4]]
+    assert split_to_count([[0, 1], [2]], 2) == [[0, 1], [2]]
+    with pytest.raises(ValueError, match="cannot fill the 3 micro-batches"):
+        split_to_count([[0], [1]], 3)
+    batch = _batch([3, 3, 3], [1, 1, 1])
+    assert len(pack_step(batch, token_budget=16)) == 1
+    micro = pack_step(batch, token_budget=16, min_micro_batches=2)
+    assert [mb.rows.tolist() for mb in micro] == [[0, 2], [1]]
+
+
+def test_interleaved_group_size_follows_megatrons_rule():
+    from nemo_red.training.actor import interleaved_group_size
+
+    # megatron: a group of >= pp micro-batches; the last partial group empty or >= pp
+    assert [interleaved_group_size(m, 2) for m in (2, 3, 4, 5, 7)] == [2, 3, 2, 3, 4]
+    assert [interleaved_group_size(m, 4) for m in (4, 5, 8, 9)] == [4, 5, 4, 5]
+    with pytest.raises(ValueError, match=">= 4 micro-batches"):
+        interleaved_group_size(3, 4)

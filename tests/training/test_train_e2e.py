@@ -152,7 +152,23 @@ def test_checkpoint_without_optimizer_shards_is_named(straight, tmp_path):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", [[], ["parallel.tp=2"]], ids=["dp2", "tp2"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        [],
+        ["parallel.tp=2"],
+        # model chunks from build_policy, their checkpoint, export and refit of the hf engine
+        # after deferred weight gathers
+        [
+            "parallel.pp=2",
+            "parallel.virtual_pp=2",
+            "parallel.overlap_grad_reduce=true",
+            "parallel.overlap_param_gather=true",
+            "rollout.engine=hf",
+        ],
+    ],
+    ids=["dp2", "tp2", "pp2_vpp2_overlap"],
+)
 def test_training_under_torchrun(tmp_path, layout):
     out = tmp_path / "run"
     script = REPO_ROOT / "nemo_red" / "cli.py"
