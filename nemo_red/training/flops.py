@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from nemo_red.models.qwen2 import Qwen2Shape
+from nemo_red.models.families import ModelShape
 
 __all__ = ["PEAK_BF16_FLOPS", "matmul_parameters", "peak_flops", "training_flops"]
 
@@ -33,7 +33,7 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-def matmul_parameters(shape: Qwen2Shape) -> tuple[int, int]:
+def matmul_parameters(shape: ModelShape) -> tuple[int, int]:
     """The weights that take part in a token's matrix multiplications.
 
     Returns:
@@ -48,7 +48,7 @@ def matmul_parameters(shape: Qwen2Shape) -> tuple[int, int]:
     return shape.num_layers * per_layer, h * shape.vocab_size
 
 
-def training_flops(shape: Qwen2Shape, lengths: Iterable[int]) -> float:
+def training_flops(shape: ModelShape, lengths: Iterable[int]) -> float:
     """Model FLOPs of one forward + backward pass over sequences of ``lengths`` tokens."""
     layers, output = matmul_parameters(shape)
     attention = 4 * shape.num_heads * shape.head_dim * shape.num_layers

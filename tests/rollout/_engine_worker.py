@@ -28,7 +28,8 @@ def main() -> None:
 
     from nemo_red.algorithms import StepContext, get_preset
     from nemo_red.models.conversion import hf_to_megatron
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.rollout.base import SamplingParams, logprob_gap
     from nemo_red.rollout.hf_engine import HFEngine
     from nemo_red.rollout.native_engine import NativeEngine
@@ -39,7 +40,7 @@ def main() -> None:
 
     hf_model = random_qwen2(vocab=VOCAB, layers=2, max_positions=48, tied=True, noise=0.3)
     config = hf_model.config
-    shape = Qwen2Shape.from_hf_config(config.to_dict())
+    shape = ModelShape.from_hf_config(config.to_dict())
     model = build_gpt_model(shape, args.tp)
     model.load_state_dict(
         hf_to_megatron(hf_model.state_dict(), shape, args.tp, ps.get_tensor_model_parallel_rank())

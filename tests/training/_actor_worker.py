@@ -76,7 +76,8 @@ def main() -> None:
     from megatron.core import parallel_state as ps
 
     from nemo_red.models.conversion import hf_to_megatron
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.training.actor import MegatronActor
     from nemo_red.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from nemo_red.training.optim import OptimConfig
@@ -85,7 +86,7 @@ def main() -> None:
 
     hf = random_qwen2(tied=args.tied, noise=0.05)
     config = hf.config
-    shape = Qwen2Shape.from_hf_config(config.to_dict())
+    shape = ModelShape.from_hf_config(config.to_dict())
     tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
     dtype = getattr(torch, args.dtype)
