@@ -16,13 +16,10 @@ are imported on the first lookup.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 
-from nemo_red.algorithms.registry import Registry
+from nemo_red.algorithms.registry import Registry, import_plugins
 from nemo_red.models.families.base import DecoderFamily
 from nemo_red.models.families.hf_config import HFConfig
 from nemo_red.models.families.shape import ModelShape
@@ -54,11 +51,7 @@ def _load_families() -> None:
     _loaded = True
     import nemo_red.models.families as package
 
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name not in _INFRASTRUCTURE:
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
+    import_plugins(package, lambda name: name not in _INFRASTRUCTURE, ENTRY_POINT_GROUP)
 
 
 def get_family(name: str) -> DecoderFamily:
