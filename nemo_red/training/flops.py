@@ -5,8 +5,9 @@ Counted as in the PaLM and Megatron papers: the matrix multiplications of the mo
 twice the forward pass, and no credit for recomputation. For a sequence of ``L`` tokens,
 per layer:
 
-* projections: ``2 L (h (h + 2 g d) + h h + 3 h f)`` (fused QKV with ``g`` KV heads of size
-  ``d``, attention output, gate + up + down of the MLP of width ``f``);
+* projections: ``2 L (h (a d + 2 g d) + a d h + 3 h f)`` (fused QKV with ``a`` query and
+  ``g`` KV heads of size ``d``, attention output, gate + up + down of the MLP of width
+  ``f``); ``a d = h`` except where the config sets ``head_dim`` (Qwen3);
 * attention: ``4 a d P`` with ``P = L (L + 1) / 2`` causal query-key pairs (scores and the
   weighted sum, ``a`` query heads): packed sequences attend only within themselves;
 

@@ -51,7 +51,8 @@ def test_stop_tokens_and_length_limits(reports):
     for report in reports.values():
         assert report["stop"]["reason"] == "stop"
         stop = report["stop"]
-        assert stop["tokens"] == report["native_greedy"][0][0][: stop["index"]]  # before the stop
+        # the completion ends with the stop token
+        assert stop["tokens"] == report["native_greedy"][0][0][: stop["index"] + 1]
         assert report["length_reason"] == "length"
 
 
