@@ -162,3 +162,40 @@ def test_rope_theta_of_transformers_5_configs():
     config = {k: v for k, v in QWEN3_0_6B.items() if k not in ("rope_theta", "rope_scaling")}
     config["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6}
     assert shape_from_hf_config(config) == shape_from_hf_config(QWEN3_0_6B)
+
+
+@pytest.fixture
+def registry_snapshot():
+    from nemo_red.models.families.registry import FAMILIES
+
+    family_names()  # the built-ins are loaded before the snapshot
+    saved = dict(FAMILIES._entries)
+    yield
+    FAMILIES._entries.clear()
+    FAMILIES._entries.update(saved)
+
+
+def test_registering_a_family(registry_snapshot):
+    from nemo_red.models.families import DecoderFamily, register_family
+
+    @register_family
+    class BiasedLlama(DecoderFamily):
+        name = "biased_llama"
+        model_types = ("biased_llama",)
+        architecture = "LlamaForCausalLM"
+        qkv_bias = True
+
+    config = {**DEEPSEEK_R1_DISTILL_LLAMA_8B, "model_type": "biased_llama", "rope_scaling": None}
+    shape = shape_from_hf_config(config)
+    assert shape.family == "biased_llama"
+    assert get_family("biased_llama").tensor_map(shape).layer[1].megatron == (
+        "self_attention.linear_qkv.bias"
+    )
+    assert shape.to_hf_config()["model_type"] == "biased_llama"
+    with pytest.raises(ValueError, match=r"model_type \['qwen3'\] already taken"):
+
+        @register_family
+        class Other(DecoderFamily):
+            name = "other"
+            model_types = ("qwen3",)
+            architecture = "Qwen3ForCausalLM"

@@ -11,6 +11,7 @@ from nemo_red.cli import main
 from nemo_red.models.checkpoint_io import load_hf_state_dict
 from tests.tiny_models import LLAMA3_ROPE_SCALING, random_model
 
+pytestmark = pytest.mark.slow
 EXTRAS = {
     "qwen3": {"head_dim": 12},
     "llama": {"rope_scaling": LLAMA3_ROPE_SCALING, "rope_theta": 5e5, "max_positions": 16384},
