@@ -98,6 +98,8 @@ class HFEngine:
         config's ``model_type`` picks the transformers model class."""
         from transformers import AutoConfig, AutoModelForCausalLM
 
+        if not config.get("model_type"):
+            raise ValueError("the hf engine's config has no model_type (which model to build)")
         values = {k: v for k, v in config.items() if k != "model_type"}
         hf_config = AutoConfig.for_model(config["model_type"], **values)
         model = AutoModelForCausalLM.from_config(hf_config).to(dtype=dtype, device=device)
