@@ -44,12 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_env import RESULTS, device_info, now, versions  # noqa: E402
 
 TINY_SHAPE = {
+    "family": "qwen2",
     "vocab_size": 4096,
     "hidden_size": 256,
     "intermediate_size": 688,
     "num_layers": 4,
     "num_heads": 8,
     "num_kv_heads": 2,
+    "head_dim": 32,
     "rms_norm_eps": 1e-6,
     "rope_theta": 1e6,
     "max_position_embeddings": 512,
@@ -57,12 +59,14 @@ TINY_SHAPE = {
 }
 # Qwen2.5-1.5B (and -Math-1.5B, apart from rope_theta and the context length)
 QWEN25_1_5B_SHAPE = {
+    "family": "qwen2",
     "vocab_size": 151936,
     "hidden_size": 1536,
     "intermediate_size": 8960,
     "num_layers": 28,
     "num_heads": 12,
     "num_kv_heads": 2,
+    "head_dim": 128,
     "rms_norm_eps": 1e-6,
     "rope_theta": 1e6,
     "max_position_embeddings": 32768,
@@ -99,7 +103,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from nemo_red.algorithms import StepContext, get_preset
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.training.actor import MegatronActor
     from nemo_red.training.flops import peak_flops, training_flops
     from nemo_red.training.optim import OptimConfig
@@ -107,7 +112,7 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     init_distributed(ParallelLayout(args.tp, 1), seed=0)
-    shape = Qwen2Shape(**SHAPES[args.shape])
+    shape = ModelShape(**SHAPES[args.shape])
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model = build_gpt_model(shape, args.tp, 1, dtype=dtype)
     if args.device == "cuda":

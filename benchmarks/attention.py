@@ -84,7 +84,8 @@ def main() -> None:
     from megatron.core.transformer.dot_product_attention import DotProductAttention
     from megatron.core.transformer.enums import AttnMaskType
 
-    from nemo_red.models.qwen2 import Qwen2Shape, transformer_config
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import transformer_config
     from nemo_red.models.sdpa_attention import SDPADotProductAttention
     from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdown_distributed
 
@@ -92,8 +93,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     init_distributed(ParallelLayout(), seed=0)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
-    shape = Qwen2Shape(
-        151936, HEADS * HEAD_DIM, 8960, 1, HEADS, GROUPS, 1e-6, 1e6, args.length, True
+    shape = ModelShape(
+        "qwen2",
+        151936,
+        HEADS * HEAD_DIM,
+        8960,
+        1,
+        HEADS,
+        GROUPS,
+        HEAD_DIM,
+        1e-6,
+        1e6,
+        args.length,
+        True,
     )
     config = transformer_config(shape, dtype=dtype)
     kwargs = {"layer_number": 1, "attn_mask_type": AttnMaskType.causal, "attention_type": "self"}

@@ -106,12 +106,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.rollout.native_engine import NativeEngine
     from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdown_distributed
 
     init_distributed(ParallelLayout(), seed=0)
-    shape = Qwen2Shape(**SHAPES[args.shape])
+    shape = ModelShape(**SHAPES[args.shape])
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model = build_gpt_model(shape, dtype=dtype).to(args.device).eval()
     dtype_bytes = torch.finfo(dtype).bits // 8

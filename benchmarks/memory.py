@@ -118,7 +118,8 @@ def worker(args: argparse.Namespace) -> None:
     from megatron.core import parallel_state as ps
 
     from nemo_red.algorithms import EntropyRegulator, StepContext, get_preset
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.training.actor import MegatronActor
     from nemo_red.training.config import ParallelConfig
     from nemo_red.training.optim import OptimConfig
@@ -127,13 +128,15 @@ def worker(args: argparse.Namespace) -> None:
     parallel = ParallelConfig(**VARIANTS[args.variant][0])
     init_distributed(ParallelLayout.of(parallel), seed=0)
     torch.set_num_threads(1)
-    shape = Qwen2Shape(
+    shape = ModelShape(
+        family="qwen2",
         vocab_size=args.vocab,
         hidden_size=args.hidden,
         intermediate_size=args.hidden * 3,
         num_layers=args.layers,
         num_heads=args.hidden // 64,
         num_kv_heads=args.hidden // 64,
+        head_dim=64,
         rms_norm_eps=1e-6,
         rope_theta=10000.0,
         max_position_embeddings=args.length,

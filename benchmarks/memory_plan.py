@@ -21,7 +21,6 @@ Writes ``benchmarks/results/memory_plan_<device>.json``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import os
@@ -101,15 +100,17 @@ RECOMPUTE_VARIANTS = ("none", "selective", "full")
 
 
 def _shape(spec: dict[str, Any]) -> Any:
-    from nemo_red.models.qwen2 import Qwen2Shape
+    from nemo_red.models.families import ModelShape
 
-    return Qwen2Shape(
+    return ModelShape(
+        family="qwen2",
         vocab_size=spec["vocab"],
         hidden_size=spec["hidden"],
         intermediate_size=spec["ffn"],
         num_layers=spec["layers"],
         num_heads=spec["heads"],
         num_kv_heads=spec["kv_heads"],
+        head_dim=spec["hidden"] // spec["heads"],
         rms_norm_eps=1e-6,
         rope_theta=1e4,
         max_position_embeddings=4096,
@@ -144,22 +145,14 @@ def _profiled_peak(step: Any) -> int:
     return int(max(sum(row) for row in sizes))
 
 
-def _patched_config(recompute: str) -> Any:
-    """``transformer_config`` with megatron's recomputation set (uniform, 1 layer)."""
-    from nemo_red.models import qwen2
-
-    original = qwen2.transformer_config
-
-    def with_recompute(*args: Any, **kwargs: Any) -> Any:
-        config = original(*args, **kwargs)
-        if recompute == "none":
-            return config
-        extra: dict[str, Any] = {"recompute_granularity": recompute}
-        if recompute == "full":
-            extra.update(recompute_method="uniform", recompute_num_layers=1)
-        return dataclasses.replace(config, **extra)
-
-    return original, with_recompute
+def _recompute_fields(recompute: str) -> dict[str, Any]:
+    """megatron's ``TransformerConfig`` fields of ``recompute`` (full: uniform, 1 layer)."""
+    if recompute == "none":
+        return {}
+    fields: dict[str, Any] = {"recompute_granularity": recompute}
+    if recompute == "full":
+        fields.update(recompute_method="uniform", recompute_num_layers=1)
+    return fields
 
 
 def _cpu_rng_for_recomputation() -> None:
@@ -176,7 +169,7 @@ def _cpu_rng_for_recomputation() -> None:
 def measure(case: str, recompute: str = "none", device: str = "cpu") -> dict[str, Any]:
     """Measured and planned memory of one actor step of ``case`` (see the module docstring)."""
     from nemo_red.algorithms import StepContext, get_preset
-    from nemo_red.models import qwen2
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.planning.memory import EngineSetup, Layout, Workload, plan_memory
     from nemo_red.planning.model_dims import ModelDims
     from nemo_red.training.actor import MegatronActor
@@ -188,12 +181,7 @@ def measure(case: str, recompute: str = "none", device: str = "cpu") -> dict[str
     _cpu_rng_for_recomputation()
     shape = _shape(spec)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    original, patched = _patched_config(recompute)
-    qwen2.transformer_config = patched
-    try:
-        model = qwen2.build_gpt_model(shape, dtype=dtype)
-    finally:
-        qwen2.transformer_config = original
+    model = build_gpt_model(shape, dtype=dtype, **_recompute_fields(recompute))
     if device == "cuda":
         model.cuda()
     tokens = sequences * length

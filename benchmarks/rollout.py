@@ -61,7 +61,8 @@ def main() -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from nemo_red.models.conversion import hf_to_megatron
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.rollout.base import SamplingParams
     from nemo_red.rollout.hf_engine import HFEngine
     from nemo_red.rollout.native_engine import NativeEngine
@@ -71,7 +72,7 @@ def main() -> None:
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     torch.manual_seed(0)
     hf_model = Qwen2ForCausalLM(Qwen2Config(**CONFIG)).to(dtype=dtype, device=args.device)
-    shape = Qwen2Shape.from_hf_config(hf_model.config.to_dict())
+    shape = ModelShape.from_hf_config(hf_model.config.to_dict())
     model = build_gpt_model(shape, dtype=dtype).to(args.device)
     model.load_state_dict(hf_to_megatron(hf_model.state_dict(), shape))
     params = SamplingParams(temperature=0, max_new_tokens=args.new_tokens)

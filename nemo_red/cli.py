@@ -5,8 +5,8 @@ Subcommands available in this release:
 * ``presets``: list the loss presets (RED, its ablations and the baselines) and what they
   compose;
 * ``grade``: grade model responses in a JSONL file against gold answers with math-verify;
-* ``convert``: Qwen2 / Qwen2.5 checkpoints between Hugging Face and megatron-core layouts
-  (any TP x PP);
+* ``convert``: checkpoints of the supported families (Qwen2 / Qwen2.5, Qwen3, Llama 3.x)
+  between Hugging Face and megatron-core layouts (any TP x PP);
 * ``train``: RED (or a baseline preset) from a YAML config, under ``torchrun`` to scale;
 * ``plot``: the training-dynamics PNGs of a run directory;
 * ``eval``: a HF or megatron checkpoint on benchmarks by name (MATH500, AIME, AMC, Minerva,
@@ -104,8 +104,9 @@ def _convert(args: argparse.Namespace) -> int:
         )
         layout = "Hugging Face safetensors"
     print(
-        f"wrote {args.dst} ({layout}; {shape.num_layers} layers, hidden {shape.hidden_size}, "
-        f"{shape.num_heads}/{shape.num_kv_heads} heads, vocab {shape.vocab_size})"
+        f"wrote {args.dst} ({layout}; {shape.family}, {shape.num_layers} layers, "
+        f"hidden {shape.hidden_size}, {shape.num_heads}/{shape.num_kv_heads} heads, "
+        f"vocab {shape.vocab_size})"
     )
     return 0
 
@@ -220,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--out", type=Path, help="per-row results as JSONL (default: stdout)")
     grade.set_defaults(func=_grade)
 
-    convert = sub.add_parser("convert", help="convert Qwen2 checkpoints HF <-> megatron")
+    convert = sub.add_parser(
+        "convert", help="convert checkpoints HF <-> megatron (Qwen2, Qwen3, Llama)"
+    )
     convert.add_argument("direction", choices=["hf-to-megatron", "megatron-to-hf"])
     convert.add_argument("src", type=Path, help="source checkpoint directory")
     convert.add_argument(

@@ -69,9 +69,9 @@ def test_only_selects_parts():
 
 def test_decode_bound_reads_the_whole_tied_model_once_per_step():
     decode = _load("decode_bound")
-    from nemo_red.models.qwen2 import Qwen2Shape
+    from nemo_red.models.families import ModelShape
 
-    shape = Qwen2Shape(**decode.SHAPES["qwen2.5-1.5b"])
+    shape = ModelShape(**decode.SHAPES["qwen2.5-1.5b"])
     weights, kv = decode.read_bytes(shape, 2)
     assert weights == 2 * 1_543_714_304  # the output layer reads the tied embedding
     assert kv == 2 * 28 * 2 * 128 * 2

@@ -6,7 +6,11 @@ names, never deep inside a training step.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -62,3 +66,15 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_plugins(
+    package: ModuleType, keep: Callable[[str], bool], entry_point_group: str
+) -> None:
+    """Imports the modules of ``package`` whose names ``keep`` accepts, then the modules named
+    by the entry points of ``entry_point_group`` (where registries find their entries)."""
+    for module in pkgutil.iter_modules(package.__path__):
+        if keep(module.name):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    for entry in entry_points(group=entry_point_group):
+        entry.load()

@@ -1,1 +1,2 @@
-"""Models: Qwen2 / Qwen2.5 on megatron-core, HF <-> megatron conversion, CPU compatibility."""
+"""Models: dense decoder families on megatron-core, HF <-> megatron conversion, CPU
+compatibility."""

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nemo_red.models.conversion import hf_to_megatron, megatron_to_hf
-from nemo_red.models.qwen2 import Qwen2Shape
+from nemo_red.models.families import ModelShape
 from nemo_red.outputs import check_new_destination, publish, staging_dir
 
 FORMAT = "nemo_red.megatron/1"
@@ -84,7 +84,7 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
 
 def save_hf_checkpoint(
     state: Mapping[str, torch.Tensor],
-    shape: Qwen2Shape,
+    shape: ModelShape,
     directory: Path,
     tokenizer_from: Path | None = None,
     max_shard_bytes: int | None = None,
@@ -150,15 +150,16 @@ def hf_to_megatron_checkpoint(
     pp_size: int = 1,
     dtype: torch.dtype | None = None,
     overwrite: bool = False,
-) -> Qwen2Shape:
-    """Converts a HF Qwen2 directory to a megatron directory for ``tp_size`` x ``pp_size``.
+) -> ModelShape:
+    """Converts a HF directory of a supported family to a megatron directory for
+    ``tp_size`` x ``pp_size``.
 
     An existing ``dst`` is replaced only with ``overwrite`` and only if it is a megatron
     checkpoint; ``dst`` must not be or contain ``src``.
     """
     check_new_destination(Path(dst), "megatron", [Path(src)], overwrite)
     config = read_hf_config(src)
-    shape = Qwen2Shape.from_hf_config(config)
+    shape = ModelShape.from_hf_config(config)
     shape.check(tp_size, pp_size)
     state = load_hf_state_dict(src)
     if dtype is not None:
@@ -208,10 +209,10 @@ def _load_all_shards(directory: Path, meta: dict) -> list[list[dict[str, torch.T
 
 def load_megatron_shard(
     directory: Path, tp_size: int, tp_rank: int, pp_size: int, pp_rank: int
-) -> tuple[Qwen2Shape, dict[str, torch.Tensor]]:
+) -> tuple[ModelShape, dict[str, torch.Tensor]]:
     """The state dict of one (TP rank, PP stage), resharding when the saved layout differs."""
     meta = read_megatron_meta(directory)
-    shape = Qwen2Shape.from_hf_config(meta["hf_config"])
+    shape = ModelShape.from_hf_config(meta["hf_config"])
     shape.check(tp_size, pp_size)
     if (meta["tp"], meta["pp"]) == (tp_size, pp_size):
         return shape, load_file(Path(directory) / shard_file(tp_rank, pp_rank))
@@ -225,7 +226,7 @@ def megatron_to_hf_checkpoint(
     dtype: torch.dtype | None = None,
     max_shard_bytes: int | None = None,
     overwrite: bool = False,
-) -> Qwen2Shape:
+) -> ModelShape:
     """Exports a megatron directory as a HF directory (``transformers`` loads it).
 
     An existing ``dst`` is replaced only with ``overwrite`` and only if it is a HF
@@ -233,7 +234,7 @@ def megatron_to_hf_checkpoint(
     """
     check_new_destination(Path(dst), "hf", [Path(src)], overwrite)
     meta = read_megatron_meta(src)
-    shape = Qwen2Shape.from_hf_config(meta["hf_config"])
+    shape = ModelShape.from_hf_config(meta["hf_config"])
     state = megatron_to_hf(_load_all_shards(src, meta), shape)
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}

@@ -1,5 +1,7 @@
-"""Qwen2 state dicts: Hugging Face layout <-> megatron-core layout, with TP x PP sharding.
+"""State dicts: Hugging Face layout <-> megatron-core layout, with TP x PP sharding.
 
+The tensors of each family and how each is split come from the family's tensor map
+(``DecoderFamily.tensor_map``, found from ``shape.family``); this module applies a map.
 Layout facts (each is caught by the HF parity test if broken):
 
 * QKV is fused per query group: for each of the G KV groups, ``[its q heads, k, v]``
@@ -7,7 +9,7 @@ Layout facts (each is caught by the HF parity test if broken):
 * ``linear_fc1 = cat([gate, up])``; under TP, gate and up are split separately and each
   rank holds ``cat([gate_r, up_r])``.
 * QKV, fc1, the embedding and the output layer split on dim 0; ``linear_proj`` and
-  ``linear_fc2`` on dim 1; norms are replicated.
+  ``linear_fc2`` on dim 1; norms (q/k norms included) are replicated.
 * Pipeline stages hold consecutive layers, renumbered from 0; the embedding lives on the
   first stage, the final norm and the output layer on the last. With tied embeddings and
   more than one stage, the last stage keeps a copy of the embedding as its output layer.
@@ -23,7 +25,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from nemo_red.models.qwen2 import Qwen2Shape, padded_vocab_size
+from nemo_red.models.families import ModelShape, Split, TensorRule, get_family
+from nemo_red.models.megatron_gpt import padded_vocab_size
 
 Tensor = torch.Tensor
 
@@ -37,7 +40,7 @@ def _take(hf: Mapping[str, Tensor], key: str, shape: tuple[int, ...]) -> Tensor:
     return hf[key]
 
 
-def fuse_qkv(q: Tensor, k: Tensor, v: Tensor, shape: Qwen2Shape) -> Tensor:
+def fuse_qkv(q: Tensor, k: Tensor, v: Tensor, shape: ModelShape) -> Tensor:
     """``[q; k; v]`` projections (weights ``[*, H]`` or biases) -> megatron's grouped layout."""
     groups, d = shape.num_kv_heads, shape.head_dim
     per_group = shape.num_heads // groups
@@ -48,7 +51,7 @@ def fuse_qkv(q: Tensor, k: Tensor, v: Tensor, shape: Qwen2Shape) -> Tensor:
     return torch.cat([q, k, v], dim=1).reshape(-1, *rest)
 
 
-def split_qkv(qkv: Tensor, shape: Qwen2Shape) -> tuple[Tensor, Tensor, Tensor]:
+def split_qkv(qkv: Tensor, shape: ModelShape) -> tuple[Tensor, Tensor, Tensor]:
     """Inverse of :func:`fuse_qkv` (for any number of whole groups)."""
     d = shape.head_dim
     per_group = shape.num_heads // shape.num_kv_heads
@@ -64,110 +67,113 @@ def _pad_rows(weight: Tensor, rows: int) -> Tensor:
     return torch.cat([weight, weight.new_zeros(rows - weight.shape[0], *weight.shape[1:])])
 
 
-def stage_layers(shape: Qwen2Shape, pp_size: int, pp_rank: int) -> range:
+def stage_layers(shape: ModelShape, pp_size: int, pp_rank: int) -> range:
     """Global indices of the layers of pipeline stage ``pp_rank``."""
     per_stage = shape.num_layers // pp_size
     return range(pp_rank * per_stage, (pp_rank + 1) * per_stage)
 
 
+def _to_megatron(
+    rule: TensorRule, tensors: list[Tensor], shape: ModelShape, tp_size: int, tp_rank: int
+) -> Tensor:
+    """This TP rank's megatron tensor of ``rule`` from its HF ``tensors``."""
+
+    def shard(t: Tensor, dim: int) -> Tensor:
+        return torch.chunk(t, tp_size, dim=dim)[tp_rank].clone()
+
+    if rule.split is Split.QKV:
+        q, k, v = tensors
+        return shard(fuse_qkv(q, k, v, shape), 0)
+    if rule.split is Split.GATE_UP:
+        return torch.cat([shard(t, 0) for t in tensors])
+    if rule.split is Split.COLUMN:
+        return shard(tensors[0], 0)
+    if rule.split is Split.ROW:
+        return shard(tensors[0], 1)
+    return tensors[0].clone()
+
+
+def _to_hf(rule: TensorRule, per_rank: list[Tensor], shape: ModelShape) -> list[Tensor]:
+    """The HF tensors of ``rule`` from its megatron tensor on every TP rank."""
+    if rule.split is Split.QKV:
+        parts = [split_qkv(t, shape) for t in per_rank]
+        return [torch.cat([p[i] for p in parts]) for i in range(3)]
+    if rule.split is Split.GATE_UP:
+        halves = [torch.chunk(t, 2) for t in per_rank]
+        return [torch.cat([h[i] for h in halves]) for i in range(2)]
+    if rule.split is Split.COLUMN:
+        return [torch.cat(per_rank, dim=0)]
+    if rule.split is Split.ROW:
+        return [torch.cat(per_rank, dim=1)]
+    return [per_rank[0]]
+
+
 def hf_to_megatron(
     hf: Mapping[str, Tensor],
-    shape: Qwen2Shape,
+    shape: ModelShape,
     tp_size: int = 1,
     tp_rank: int = 0,
     pp_size: int = 1,
     pp_rank: int = 0,
 ) -> dict[str, Tensor]:
-    """The megatron state dict of one (TP rank, PP stage) from a HF Qwen2 state dict."""
+    """The megatron state dict of one (TP rank, PP stage) from a HF state dict."""
     shape.check(tp_size, pp_size)
-    h, ffn = shape.hidden_size, shape.intermediate_size
+    tensor_map = get_family(shape.family).tensor_map(shape)
+    h = shape.hidden_size
     vocab = padded_vocab_size(shape.vocab_size, tp_size)
 
-    def shard(t: Tensor, dim: int) -> Tensor:
-        return torch.chunk(t, tp_size, dim=dim)[tp_rank].clone()
+    def vocab_shard(t: Tensor) -> Tensor:
+        return torch.chunk(_pad_rows(t, vocab), tp_size)[tp_rank].clone()
 
     out: dict[str, Tensor] = {}
-    embed = _take(hf, "model.embed_tokens.weight", (shape.vocab_size, h))
+    embed = _take(hf, tensor_map.embedding, (shape.vocab_size, h))
     if pp_rank == 0:
-        out["embedding.word_embeddings.weight"] = shard(_pad_rows(embed, vocab), 0)
-    sizes = [shape.num_heads * shape.head_dim] + [shape.num_kv_heads * shape.head_dim] * 2
+        out["embedding.word_embeddings.weight"] = vocab_shard(embed)
     for local, layer in enumerate(stage_layers(shape, pp_size, pp_rank)):
-        src, dst = f"model.layers.{layer}.", f"decoder.layers.{local}."
-        for suffix, extra in (("weight", (h,)), ("bias", ())):
-            q, k, v = (
-                _take(hf, f"{src}self_attn.{n}_proj.{suffix}", (size, *extra))
-                for n, size in zip("qkv", sizes, strict=True)
-            )
-            out[f"{dst}self_attention.linear_qkv.{suffix}"] = shard(fuse_qkv(q, k, v, shape), 0)
-        proj = _take(hf, f"{src}self_attn.o_proj.weight", (h, h))
-        out[dst + "self_attention.linear_proj.weight"] = shard(proj, 1)
-        gate = _take(hf, f"{src}mlp.gate_proj.weight", (ffn, h))
-        up = _take(hf, f"{src}mlp.up_proj.weight", (ffn, h))
-        out[dst + "mlp.linear_fc1.weight"] = torch.cat([shard(gate, 0), shard(up, 0)])
-        out[dst + "mlp.linear_fc2.weight"] = shard(
-            _take(hf, f"{src}mlp.down_proj.weight", (h, ffn)), 1
-        )
-        norms = (
-            ("input_layernorm", "input_layernorm"),
-            ("post_attention_layernorm", "pre_mlp_layernorm"),
-        )
-        for hf_norm, mc_norm in norms:
-            out[f"{dst}{mc_norm}.weight"] = _take(hf, f"{src}{hf_norm}.weight", (h,)).clone()
+        src, dst = tensor_map.hf_layer_prefix.format(layer), f"decoder.layers.{local}."
+        for rule in tensor_map.layer:
+            tensors = [
+                _take(hf, src + name, size)
+                for name, size in zip(rule.hf, rule.hf_shapes, strict=True)
+            ]
+            out[dst + rule.megatron] = _to_megatron(rule, tensors, shape, tp_size, tp_rank)
     if pp_rank == pp_size - 1:
-        out["decoder.final_layernorm.weight"] = _take(hf, "model.norm.weight", (h,)).clone()
+        out["decoder.final_layernorm.weight"] = _take(hf, tensor_map.final_norm, (h,)).clone()
         if not shape.tie_word_embeddings:
-            head = _take(hf, "lm_head.weight", (shape.vocab_size, h))
-            out["output_layer.weight"] = shard(_pad_rows(head, vocab), 0)
+            head = _take(hf, tensor_map.output_layer, (shape.vocab_size, h))
+            out["output_layer.weight"] = vocab_shard(head)
         elif pp_size > 1:
-            out["output_layer.weight"] = shard(_pad_rows(embed, vocab), 0)
+            out["output_layer.weight"] = vocab_shard(embed)
     return out
 
 
 def megatron_to_hf(
-    shards: Sequence[Sequence[Mapping[str, Tensor]]], shape: Qwen2Shape
+    shards: Sequence[Sequence[Mapping[str, Tensor]]], shape: ModelShape
 ) -> dict[str, Tensor]:
-    """The HF Qwen2 state dict from megatron shards indexed ``[pp_rank][tp_rank]``."""
+    """The HF state dict from megatron shards indexed ``[pp_rank][tp_rank]``."""
     pp_size, tp_size = len(shards), len(shards[0])
     shape.check(tp_size, pp_size)
+    tensor_map = get_family(shape.family).tensor_map(shape)
     out: dict[str, Tensor] = {}
 
-    def cat(stage: int, key: str, dim: int) -> Tensor:
+    def per_rank(stage: int, key: str) -> list[Tensor]:
         try:
-            return torch.cat([shards[stage][r][key] for r in range(tp_size)], dim=dim)
+            return [shards[stage][r][key] for r in range(tp_size)]
         except KeyError:
             raise KeyError(f"megatron shard (pp {stage}) is missing tensor {key!r}") from None
 
-    embed = cat(0, "embedding.word_embeddings.weight", 0)[: shape.vocab_size]
-    out["model.embed_tokens.weight"] = embed
+    embed = torch.cat(per_rank(0, "embedding.word_embeddings.weight"))[: shape.vocab_size]
+    out[tensor_map.embedding] = embed
     for stage in range(pp_size):
         for local, layer in enumerate(stage_layers(shape, pp_size, stage)):
-            src, dst = f"decoder.layers.{local}.", f"model.layers.{layer}."
-            for suffix in ("weight", "bias"):
-                per_rank = [
-                    split_qkv(shards[stage][r][f"{src}self_attention.linear_qkv.{suffix}"], shape)
-                    for r in range(tp_size)
-                ]
-                for i, name in enumerate("qkv"):
-                    out[f"{dst}self_attn.{name}_proj.{suffix}"] = torch.cat(
-                        [p[i] for p in per_rank]
-                    )
-            out[f"{dst}self_attn.o_proj.weight"] = cat(
-                stage, src + "self_attention.linear_proj.weight", 1
-            )
-            halves = [
-                torch.chunk(shards[stage][r][src + "mlp.linear_fc1.weight"], 2)
-                for r in range(tp_size)
-            ]
-            out[f"{dst}mlp.gate_proj.weight"] = torch.cat([g for g, _ in halves])
-            out[f"{dst}mlp.up_proj.weight"] = torch.cat([u for _, u in halves])
-            out[f"{dst}mlp.down_proj.weight"] = cat(stage, src + "mlp.linear_fc2.weight", 1)
-            out[f"{dst}input_layernorm.weight"] = shards[stage][0][src + "input_layernorm.weight"]
-            out[f"{dst}post_attention_layernorm.weight"] = shards[stage][0][
-                src + "pre_mlp_layernorm.weight"
-            ]
-    out["model.norm.weight"] = shards[-1][0]["decoder.final_layernorm.weight"]
+            src, dst = f"decoder.layers.{local}.", tensor_map.hf_layer_prefix.format(layer)
+            for rule in tensor_map.layer:
+                tensors = _to_hf(rule, per_rank(stage, src + rule.megatron), shape)
+                out |= {dst + name: t for name, t in zip(rule.hf, tensors, strict=True)}
+    out[tensor_map.final_norm] = per_rank(pp_size - 1, "decoder.final_layernorm.weight")[0]
     if shape.tie_word_embeddings:
-        out["lm_head.weight"] = embed
+        out[tensor_map.output_layer] = embed
     else:
-        out["lm_head.weight"] = cat(pp_size - 1, "output_layer.weight", 0)[: shape.vocab_size]
+        head = torch.cat(per_rank(pp_size - 1, "output_layer.weight"))
+        out[tensor_map.output_layer] = head[: shape.vocab_size]
     return {k: v.detach().clone().contiguous() for k, v in out.items()}

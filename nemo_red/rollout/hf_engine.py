@@ -1,4 +1,4 @@
-"""``hf``: a ``transformers`` Qwen2ForCausalLM, refit in memory from the actor.
+"""``hf``: a ``transformers`` causal LM of any model family, refit in memory from the actor.
 
 The engine owns its own copy of the weights (on its own device and dtype); ``update_weights``
 takes them in the HF layout, as a state dict or from a ``PolicyWeights`` provider (the
@@ -62,10 +62,10 @@ class _HFDecode:
 
 
 class HFEngine:
-    """Generates with a transformers Qwen2 model.
+    """Generates with a transformers causal LM (``AutoModelForCausalLM``: any family).
 
     Args:
-        model: a ``Qwen2ForCausalLM`` (see :meth:`from_pretrained` and :meth:`from_config`).
+        model: e.g. a ``Qwen2ForCausalLM`` (see :meth:`from_pretrained` and :meth:`from_config`).
         max_batch_size: completions decoded together.
     """
 
@@ -85,19 +85,24 @@ class HFEngine:
         **kwargs: Any,
     ) -> HFEngine:
         """An engine on a HF checkpoint directory."""
-        from transformers import Qwen2ForCausalLM
+        from transformers import AutoModelForCausalLM
 
-        model = Qwen2ForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         return cls(model, **kwargs)
 
     @classmethod
     def from_config(
         cls, config: dict, dtype: torch.dtype = torch.float32, device: str = "cpu", **kwargs: Any
     ) -> HFEngine:
-        """An engine with uninitialised weights of a HF config (refit it before use)."""
-        from transformers import Qwen2Config, Qwen2ForCausalLM
+        """An engine with uninitialised weights of a HF config (refit it before use); the
+        config's ``model_type`` picks the transformers model class."""
+        from transformers import AutoConfig, AutoModelForCausalLM
 
-        model = Qwen2ForCausalLM(Qwen2Config(**config)).to(dtype=dtype, device=device)
+        if not config.get("model_type"):
+            raise ValueError("the hf engine's config has no model_type (which model to build)")
+        values = {k: v for k, v in config.items() if k != "model_type"}
+        hf_config = AutoConfig.for_model(config["model_type"], **values)
+        model = AutoModelForCausalLM.from_config(hf_config).to(dtype=dtype, device=device)
         return cls(model, **kwargs)
 
     @torch.no_grad()

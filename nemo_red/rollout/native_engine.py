@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 
 from nemo_red.models.conversion import hf_to_megatron
-from nemo_red.models.qwen2 import Qwen2Shape, load_weights
+from nemo_red.models.families import ModelShape
+from nemo_red.models.megatron_gpt import load_weights
 from nemo_red.rollout.base import Completion, SamplingParams, validate_request
 from nemo_red.rollout.decoding import generate_batched
 from nemo_red.rollout.registry import EngineRequest, register_engine
@@ -78,7 +79,7 @@ class NativeEngine:
         max_batch_size: completions decoded together.
     """
 
-    def __init__(self, model: torch.nn.Module, shape: Qwen2Shape, max_batch_size: int = 64) -> None:
+    def __init__(self, model: torch.nn.Module, shape: ModelShape, max_batch_size: int = 64) -> None:
         from megatron.core import parallel_state as ps
 
         if ps.get_pipeline_model_parallel_world_size() > 1:

@@ -17,15 +17,12 @@ never import the trainer.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from nemo_red.algorithms.registry import Registry
+from nemo_red.algorithms.registry import Registry, import_plugins
 from nemo_red.rollout.base import PolicyWeights, RolloutEngine
 
 ENTRY_POINT_GROUP = "nemo_red.rollout_engines"
@@ -121,11 +118,7 @@ def _load_engines() -> None:
     _loaded = True
     import nemo_red.rollout as package
 
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name.endswith("_engine"):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
+    import_plugins(package, lambda name: name.endswith("_engine"), ENTRY_POINT_GROUP)
 
 
 def engine_info(name: str) -> EngineInfo:

@@ -45,7 +45,8 @@ from nemo_red.algorithms.token_stats import (
     token_logprobs_and_entropy,
     vocab_parallel_token_logprobs_and_entropy,
 )
-from nemo_red.models.qwen2 import Qwen2Shape, load_weights
+from nemo_red.models.families import ModelShape
+from nemo_red.models.megatron_gpt import load_weights
 from nemo_red.models.sdpa_attention import packed_row_params
 from nemo_red.monitoring import names
 from nemo_red.training.config import ParallelConfig
@@ -90,7 +91,7 @@ class MegatronActor:
     def __init__(
         self,
         model: torch.nn.Module | Sequence[torch.nn.Module],
-        shape: Qwen2Shape,
+        shape: ModelShape,
         optim: OptimConfig,
         token_budget: int,
         parallel: ParallelConfig | None = None,

@@ -94,8 +94,9 @@ class ModelConfig:
     """The policy: a HF or megatron (``nemo-red convert``) directory, or a tiny model.
 
     Attributes:
-        path: HF Qwen2 directory or megatron directory; null builds ``tiny`` from scratch
-            with a tokenizer trained on the training data.
+        path: HF directory of a supported family (Qwen2, Qwen3, Llama) or megatron
+            directory; null builds ``tiny`` (a Qwen2) from scratch with a tokenizer trained on
+            the training data.
         tokenizer_path: the tokenizer directory (default: ``path``).
         dtype: float32 or bfloat16.
         tiny: the architecture of the from-scratch model.

@@ -5,8 +5,9 @@ Counted as in the PaLM and Megatron papers: the matrix multiplications of the mo
 twice the forward pass, and no credit for recomputation. For a sequence of ``L`` tokens,
 per layer:
 
-* projections: ``2 L (h (h + 2 g d) + h h + 3 h f)`` (fused QKV with ``g`` KV heads of size
-  ``d``, attention output, gate + up + down of the MLP of width ``f``);
+* projections: ``2 L (h (a d + 2 g d) + a d h + 3 h f)`` (fused QKV with ``a`` query and
+  ``g`` KV heads of size ``d``, attention output, gate + up + down of the MLP of width
+  ``f``); ``a d = h`` except where the config sets ``head_dim`` (Qwen3);
 * attention: ``4 a d P`` with ``P = L (L + 1) / 2`` causal query-key pairs (scores and the
   weighted sum, ``a`` query heads): packed sequences attend only within themselves;
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from nemo_red.models.qwen2 import Qwen2Shape
+from nemo_red.models.families import ModelShape
 
 __all__ = ["PEAK_BF16_FLOPS", "matmul_parameters", "peak_flops", "training_flops"]
 
@@ -33,7 +34,7 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-def matmul_parameters(shape: Qwen2Shape) -> tuple[int, int]:
+def matmul_parameters(shape: ModelShape) -> tuple[int, int]:
     """The weights that take part in a token's matrix multiplications.
 
     Returns:
@@ -48,7 +49,7 @@ def matmul_parameters(shape: Qwen2Shape) -> tuple[int, int]:
     return shape.num_layers * per_layer, h * shape.vocab_size
 
 
-def training_flops(shape: Qwen2Shape, lengths: Iterable[int]) -> float:
+def training_flops(shape: ModelShape, lengths: Iterable[int]) -> float:
     """Model FLOPs of one forward + backward pass over sequences of ``lengths`` tokens."""
     layers, output = matmul_parameters(shape)
     attention = 4 * shape.num_heads * shape.head_dim * shape.num_layers

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model, load_weights
+from nemo_red.models.families import ModelShape
+from nemo_red.models.megatron_gpt import build_gpt_model, load_weights
 from nemo_red.outputs import make_readable
 from nemo_red.training.config import TrainConfig
 from nemo_red.training.parallel import on_rank0
@@ -82,16 +83,18 @@ def prepare_tokenizer(config: TrainConfig, run_dir: Path, problems: list[Any], f
     return AutoTokenizer.from_pretrained(folder)
 
 
-def tiny_shape(config: TrainConfig, vocab_size: int) -> Qwen2Shape:
-    """The from-scratch model's architecture (vocabulary from the tokenizer)."""
+def tiny_shape(config: TrainConfig, vocab_size: int) -> ModelShape:
+    """The from-scratch model's architecture, a Qwen2 (vocabulary from the tokenizer)."""
     tiny = config.model.tiny
-    return Qwen2Shape(
+    return ModelShape(
+        family="qwen2",
         vocab_size=vocab_size,
         hidden_size=tiny.hidden_size,
         intermediate_size=tiny.intermediate_size,
         num_layers=tiny.num_layers,
         num_heads=tiny.num_heads,
         num_kv_heads=tiny.num_kv_heads,
+        head_dim=tiny.hidden_size // tiny.num_heads,
         rms_norm_eps=1e-6,
         rope_theta=tiny.rope_theta,
         max_position_embeddings=tiny.max_position_embeddings,
@@ -101,7 +104,7 @@ def tiny_shape(config: TrainConfig, vocab_size: int) -> Qwen2Shape:
 
 def build_policy(
     config: TrainConfig, tokenizer: Any, read_weights: bool = True
-) -> tuple[torch.nn.Module | list[torch.nn.Module], Qwen2Shape]:
+) -> tuple[torch.nn.Module | list[torch.nn.Module], ModelShape]:
     """This rank's megatron model: loaded from ``model.path`` or initialised from scratch;
     under a virtual pipeline (``parallel.virtual_pp``) the list of its model chunks.
 
@@ -125,14 +128,14 @@ def build_policy(
         shape = tiny_shape(config, len(tokenizer))
     elif (Path(path) / checkpoint_io.META).is_file():
         hf_config = checkpoint_io.read_megatron_meta(Path(path))["hf_config"]
-        shape = Qwen2Shape.from_hf_config(hf_config)
+        shape = ModelShape.from_hf_config(hf_config)
         if read_weights:  # resharded when the directory's layout is another
             states = [
                 checkpoint_io.load_megatron_shard(Path(path), tp, tp_rank, pp * len(stages), s)[1]
                 for s in stages
             ]
     else:
-        shape = Qwen2Shape.from_hf_config(checkpoint_io.read_hf_config(Path(path)))
+        shape = ModelShape.from_hf_config(checkpoint_io.read_hf_config(Path(path)))
         if read_weights:
             hf = checkpoint_io.load_hf_state_dict(Path(path))
             states = [hf_to_megatron(hf, shape, tp, tp_rank, pp * len(stages), s) for s in stages]

@@ -25,7 +25,8 @@ def scenario() -> None:
     from megatron.core.distributed import finalize_model_grads
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.training.optim import OptimConfig, build_optimizer
 
     ps.initialize_model_parallel(1, 2)
@@ -35,7 +36,7 @@ def scenario() -> None:
         x = torch.ones(3, requires_grad=True)
         tensor_parallel.checkpoint(lambda t: t * t, False, x).sum().backward()
         assert x.grad.tolist() == [2.0, 2.0, 2.0], x.grad
-        shape = Qwen2Shape(64, 32, 48, 2, 4, 2, 1e-6, 10000.0, 32, True)
+        shape = ModelShape("qwen2", 64, 32, 48, 2, 4, 2, 8, 1e-6, 10000.0, 32, True)
         first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
         model = build_gpt_model(shape, 1, 2, pre_process=first, post_process=last)
         model.config.batch_p2p_sync = False

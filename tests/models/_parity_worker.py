@@ -1,11 +1,18 @@
-"""torchrun worker: HF Qwen2ForCausalLM vs the converted megatron GPTModel, logits parity.
+"""torchrun worker: a transformers model of each family vs the converted megatron GPTModel,
+logits parity.
 
 Every rank builds the same random HF model (seeded), converts it to its (TP, PP) shard,
 runs the megatron forward (pipeline stages hand activations over with send/recv), gathers
 the vocabulary shards and compares with the HF logits. Rank 0 writes a JSON report.
+
+A case's ``control`` breaks one thing on purpose, to show the comparison would catch it:
+``naive_qkv`` (a plain ``[q; k; v]`` instead of megatron's grouped layout),
+``swap_qk_norm`` (the q and k norm weights exchanged), ``no_rope_scaling`` (megatron
+without the config's llama3 rope scaling).
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -14,18 +21,36 @@ import torch
 import torch.distributed as dist
 
 
-def _hf_model(heads: int, kv_heads: int, tied: bool, vocab: int):
-    from tests.tiny_models import random_qwen2
+def _hf_model(case: dict):
+    from tests.tiny_models import random_model
 
-    model = random_qwen2(vocab=vocab, hidden=heads * 8, heads=heads, kv_heads=kv_heads, tied=tied)
-    config = model.config
+    heads = case["heads"]
+    model = random_model(
+        case["family"],
+        vocab=case["vocab"],
+        hidden=heads * 8,
+        heads=heads,
+        kv_heads=case["kv_heads"],
+        tied=case["tied"],
+        max_positions=case.get("max_positions", 64),
+        **case.get("extra", {}),
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.copy_(1 + 0.1 * torch.randn_like(p))
             else:
                 p.copy_(0.15 * torch.randn_like(p))
-    return config, model
+    return model
+
+
+def _hf_state(model, control: str | None) -> dict:
+    state = dict(model.state_dict())
+    if control == "swap_qk_norm":
+        for key in [k for k in state if k.endswith("q_norm.weight")]:
+            other = key.replace("q_norm", "k_norm")
+            state[key], state[other] = state[other], state[key]
+    return state
 
 
 def run_case(case: dict) -> float | None:
@@ -34,28 +59,32 @@ def run_case(case: dict) -> float | None:
     from megatron.core import tensor_parallel
 
     from nemo_red.models import conversion
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
 
-    tp, pp = case["tp"], case["pp"]
+    tp, pp, control = case["tp"], case["pp"], case.get("control")
     ps.initialize_model_parallel(tp, pp)
     tensor_parallel.model_parallel_cuda_manual_seed(1234)
-    config, hf_model = _hf_model(case["heads"], case["kv_heads"], case["tied"], case["vocab"])
-    shape = Qwen2Shape.from_hf_config(config.to_dict())
+    hf_model = _hf_model(case)
+    shape = ModelShape.from_hf_config(hf_model.config.to_dict())
     tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     first, last = pp_rank == 0, pp_rank == pp - 1
     fuse = conversion.fuse_qkv
-    if case.get("naive_qkv"):  # the negative control: a plain [q; k; v] concatenation
+    if control == "naive_qkv":
         conversion.fuse_qkv = lambda q, k, v, shape: torch.cat([q, k, v])
     try:
-        shard = conversion.hf_to_megatron(hf_model.state_dict(), shape, tp, tp_rank, pp, pp_rank)
+        state = _hf_state(hf_model, control)
+        shard = conversion.hf_to_megatron(state, shape, tp, tp_rank, pp, pp_rank)
     finally:
         conversion.fuse_qkv = fuse
+    if control == "no_rope_scaling":
+        shape = dataclasses.replace(shape, rope_scaling=None)
     model = build_gpt_model(shape, tp, pp, pre_process=first, post_process=last)
     model.load_state_dict(shard, strict=True)
     model.eval()
 
     torch.manual_seed(7)
-    seq = 11
+    seq = case.get("seq", 11)
     ids = torch.randint(0, case["vocab"], (2, seq))
     positions = torch.arange(seq)[None].expand(2, -1)
     causal = torch.triu(torch.ones(seq, seq, dtype=torch.bool), 1)[None, None]

@@ -50,8 +50,9 @@ def main() -> None:
     from megatron.core.transformer.dot_product_attention import DotProductAttention
     from megatron.core.transformer.enums import AttnMaskType
 
+    from nemo_red.models.families import ModelShape
     from nemo_red.models.megatron_cpu import apply_cpu_patches
-    from nemo_red.models.qwen2 import Qwen2Shape, transformer_config
+    from nemo_red.models.megatron_gpt import transformer_config
     from nemo_red.models.sdpa_attention import SDPADotProductAttention, packed_row_params
 
     dist.init_process_group("gloo")
@@ -67,7 +68,7 @@ def main() -> None:
     }
     report = {}
     for heads, groups in ((4, 4), (12, 2)):
-        shape = Qwen2Shape(64, heads * hn, 64, 1, heads, groups, 1e-6, 1e4, 64, False)
+        shape = ModelShape("qwen2", 64, heads * hn, 64, 1, heads, groups, hn, 1e-6, 1e4, 64, False)
         config = transformer_config(shape)
         kwargs = {
             "layer_number": 1,

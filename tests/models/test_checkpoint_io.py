@@ -13,7 +13,7 @@ from nemo_red.models.checkpoint_io import (
     read_megatron_meta,
 )
 from nemo_red.models.conversion import hf_to_megatron
-from nemo_red.models.qwen2 import Qwen2Shape
+from nemo_red.models.families import ModelShape
 from tests.tiny_models import random_qwen2
 
 
@@ -78,7 +78,7 @@ def test_loading_under_another_layout_reshards_exactly(tmp_path):
     )
     hf = load_hf_state_dict(tmp_path / "hf")
     shape, shard = load_megatron_shard(tmp_path / "mc", tp_size=1, tp_rank=0, pp_size=4, pp_rank=3)
-    expected = hf_to_megatron(hf, Qwen2Shape.from_hf_config(shape.to_hf_config()), 1, 0, 4, 3)
+    expected = hf_to_megatron(hf, ModelShape.from_hf_config(shape.to_hf_config()), 1, 0, 4, 3)
     assert shard.keys() == expected.keys()
     assert all(torch.equal(shard[k], expected[k]) for k in shard)
 

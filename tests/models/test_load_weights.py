@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nemo_red.models.qwen2 import load_weights
+from nemo_red.models.megatron_gpt import load_weights
 
 
 class _WithExtraState(torch.nn.Linear):

@@ -75,8 +75,11 @@ def test_logprob_gap():
 def test_an_hf_engine_refuses_work_after_shutdown():
     from nemo_red.rollout.hf_engine import HFEngine
 
+    with pytest.raises(ValueError, match="no model_type"):
+        HFEngine.from_config({"vocab_size": 32})
     engine = HFEngine.from_config(
         {
+            "model_type": "qwen2",
             "vocab_size": 32,
             "hidden_size": 16,
             "intermediate_size": 32,

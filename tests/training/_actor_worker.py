@@ -1,4 +1,5 @@
-"""torchrun worker: two RED training steps of a tiny Qwen2 actor under a given TP x PP layout.
+"""torchrun worker: two RED training steps of a tiny actor (Qwen2 unless ``--family``) under a
+given TP x PP layout.
 
 Every rank builds the same random HF model and the same step batch (seeded), trains, and
 rank 0 writes the losses, metrics and the full parameters in HF layout (gathered from every
@@ -10,6 +11,9 @@ import sys
 
 import torch
 import torch.distributed as dist
+
+# per family: its tiny model's config extras (Qwen3 with head_dim != hidden / heads)
+FAMILY_EXTRAS = {"qwen2": {}, "qwen3": {"head_dim": 12}}
 
 
 def make_batch(vocab: int, seed: int = 0):
@@ -56,6 +60,7 @@ def main() -> None:
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--pp", type=int, default=1)
     parser.add_argument("--tied", action="store_true")
+    parser.add_argument("--family", default="qwen2", choices=sorted(FAMILY_EXTRAS))
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--token-budget", type=int, default=24)
     parser.add_argument("--preset", default="red")
@@ -76,16 +81,17 @@ def main() -> None:
     from megatron.core import parallel_state as ps
 
     from nemo_red.models.conversion import hf_to_megatron
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.training.actor import MegatronActor
     from nemo_red.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from nemo_red.training.optim import OptimConfig
     from nemo_red.training.weights import full_hf_state_dict
-    from tests.tiny_models import random_qwen2
+    from tests.tiny_models import random_model
 
-    hf = random_qwen2(tied=args.tied, noise=0.05)
+    hf = random_model(args.family, tied=args.tied, noise=0.05, **FAMILY_EXTRAS[args.family])
     config = hf.config
-    shape = Qwen2Shape.from_hf_config(config.to_dict())
+    shape = ModelShape.from_hf_config(config.to_dict())
     tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
     dtype = getattr(torch, args.dtype)

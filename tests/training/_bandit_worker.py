@@ -24,7 +24,8 @@ def main() -> None:
     init_distributed(ParallelLayout(1, 1), seed=3)
     from nemo_red.algorithms import StepContext, get_preset
     from nemo_red.models.conversion import hf_to_megatron
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.rollout.base import SamplingParams
     from nemo_red.rollout.native_engine import NativeEngine
     from nemo_red.training.actor import MegatronActor
@@ -33,7 +34,7 @@ def main() -> None:
     from tests.tiny_models import random_qwen2
 
     hf_model = random_qwen2(vocab=VOCAB, layers=2, max_positions=16, tied=True, seed=3)
-    shape = Qwen2Shape.from_hf_config(hf_model.config.to_dict())
+    shape = ModelShape.from_hf_config(hf_model.config.to_dict())
     model = build_gpt_model(shape, 1)
     model.load_state_dict(hf_to_megatron(hf_model.state_dict(), shape, 1, 0))
     actor = MegatronActor(

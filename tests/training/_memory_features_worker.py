@@ -65,7 +65,7 @@ def build_actor(parallel, hf, shape):
     from megatron.core import parallel_state as ps
 
     from nemo_red.models.conversion import hf_to_megatron
-    from nemo_red.models.qwen2 import build_gpt_model, load_weights
+    from nemo_red.models.megatron_gpt import build_gpt_model, load_weights
     from nemo_red.training.actor import MegatronActor
     from nemo_red.training.optim import OptimConfig
 
@@ -162,13 +162,13 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     dist.init_process_group("gloo")
+    from nemo_red.models.families import ModelShape
     from nemo_red.models.megatron_cpu import apply_cpu_patches
-    from nemo_red.models.qwen2 import Qwen2Shape
     from tests.tiny_models import random_qwen2
 
     apply_cpu_patches()
     hf = random_qwen2(tied=True, noise=0.05)
-    shape = Qwen2Shape.from_hf_config(hf.config.to_dict())
+    shape = ModelShape.from_hf_config(hf.config.to_dict())
     calls = AttentionCalls()
     results = {}
     ckpt = Path(args.out).with_suffix(".ckpt")

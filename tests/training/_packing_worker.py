@@ -35,7 +35,8 @@ def main() -> None:
     from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdown_distributed
 
     init_distributed(ParallelLayout(), seed=0)
-    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.models.sdpa_attention import (
         _packed_row_segments,
         packed_row_params,
@@ -45,7 +46,7 @@ def main() -> None:
     from nemo_red.training.optim import OptimConfig
     from nemo_red.training.packing import pack_step
 
-    shape = Qwen2Shape(256, 64, 128, 2, 4, 2, 1e-6, 1e6, 4096, True)
+    shape = ModelShape("qwen2", 256, 64, 128, 2, 4, 2, 16, 1e-6, 1e6, 4096, True)
     g = torch.Generator().manual_seed(0)
     seq = torch.randint(0, 256, (120,), generator=g)
     filler = torch.randint(0, 256, (3000,), generator=g)

@@ -1,8 +1,9 @@
 """The RED training step under TP = 2, PP = 2 and DP = 2 equals a single process.
 
-Two optimizer steps of the ``red`` preset on a tiny Qwen2 (AdamW, linear LR decay, grad
-clipping, entropy regulator with w in [0, 7]); losses, metrics and every parameter (gathered
-to the HF layout) are compared. Then resuming from a checkpoint equals training straight.
+Two optimizer steps of the ``red`` preset on a tiny Qwen2, and a Qwen3 under TP = 2 (AdamW,
+linear LR decay, grad clipping, entropy regulator with w in [0, 7]); losses, metrics and
+every parameter (gathered to the HF layout) are compared. Then resuming from a checkpoint
+equals training straight.
 """
 
 import math
@@ -50,6 +51,15 @@ def test_tied_embeddings_across_pipeline_stages(tmp_path):
     # The first and last stages each hold the embedding; their gradients must be summed.
     single_tied = _train(tmp_path, "single_tied", 1, "--tied")
     _assert_same_run(_train(tmp_path, "pp2_tied", 2, "--pp", "2", "--tied"), single_tied, 1e-5)
+
+
+def test_qwen3_under_tensor_parallelism(tmp_path):
+    # Every TP rank holds the whole per-head q/k norms but applies them to its own heads:
+    # their gradients must be summed over the TP group.
+    single_qwen3 = _train(tmp_path, "single_qwen3", 1, "--family", "qwen3")
+    tp2_qwen3 = _train(tmp_path, "tp2_qwen3", 2, "--tp", "2", "--family", "qwen3")
+    assert any("q_norm" in key for key in single_qwen3["params"])
+    _assert_same_run(tp2_qwen3, single_qwen3, atol=1e-5)
 
 
 def test_single_process_run_learns_something(single):

@@ -1,29 +1,35 @@
-"""Model FLOPs and MFU helpers against hand-computed values and Qwen2.5's published sizes."""
+"""Model FLOPs and MFU helpers against hand-computed values and the published sizes of
+Qwen2.5, Qwen3 and Llama 3.1 models."""
 
 import pytest
 
-from nemo_red.models.qwen2 import Qwen2Shape
+from nemo_red.models.families import ModelShape, shape_from_hf_config
 from nemo_red.training.flops import matmul_parameters, peak_flops, training_flops
+from tests.published_configs import DEEPSEEK_R1_DISTILL_LLAMA_8B, QWEN3_0_6B
 
-QWEN25_1_5B = Qwen2Shape(
+QWEN25_1_5B = ModelShape(
+    family="qwen2",
     vocab_size=151936,
     hidden_size=1536,
     intermediate_size=8960,
     num_layers=28,
     num_heads=12,
     num_kv_heads=2,
+    head_dim=128,
     rms_norm_eps=1e-6,
     rope_theta=10000.0,
     max_position_embeddings=4096,
     tie_word_embeddings=True,
 )
-TINY = Qwen2Shape(
+TINY = ModelShape(
+    family="qwen2",
     vocab_size=10,
     hidden_size=4,
     intermediate_size=6,
     num_layers=2,
     num_heads=2,
     num_kv_heads=1,
+    head_dim=2,
     rms_norm_eps=1e-6,
     rope_theta=10000.0,
     max_position_embeddings=16,
@@ -37,6 +43,19 @@ def test_qwen25_1_5b_matches_its_published_parameter_counts():
     assert layers == 1_310_195_712
     assert output == 233_373_696
     assert layers + output == pytest.approx(1.54e9, rel=0.01)
+
+
+def test_qwen3_and_llama_match_their_published_parameter_counts():
+    # Qwen3-0.6B: 32 x 128 = 2048-wide queries on a 1024-wide model; the model card gives
+    # 0.44B parameters without embeddings (the q/k norms add 7k)
+    layers, output = matmul_parameters(shape_from_hf_config(QWEN3_0_6B))
+    assert layers == 28 * (1024 * (2048 + 2 * 1024) + 2048 * 1024 + 3 * 1024 * 3072)
+    assert layers == pytest.approx(0.44e9, rel=0.01)
+    assert output == 1024 * 151936
+    # Llama 3.1-8B's shape: 8.03B parameters with both embedding matrices
+    layers, output = matmul_parameters(shape_from_hf_config(DEEPSEEK_R1_DISTILL_LLAMA_8B))
+    assert layers == 32 * (4096 * (4096 + 2 * 1024) + 4096 * 4096 + 3 * 4096 * 14336)
+    assert layers + 2 * output == pytest.approx(8.03e9, rel=0.001)
 
 
 def test_training_flops_by_hand():
