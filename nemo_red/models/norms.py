@@ -31,8 +31,10 @@ class SequenceParallelRMSNorm(torch.nn.RMSNorm):
 
 def sequence_parallel_spec(layer_spec: Any, config: Any, vp_stage: int | None = None) -> Any:
     """The spec to build a ``GPTModel``'s decoder from: ``layer_spec`` itself without
-    sequence parallelism; with it, a block whose torch-fallback norms (the layers' and the
-    final one) are :class:`SequenceParallelRMSNorm`."""
+    sequence parallelism; with it, a block whose torch-fallback norms (the layers', their
+    per-head q/k norms and the final one) are :class:`SequenceParallelRMSNorm` (q/k norms
+    see the whole sequence; their gradients are summed over TP once either way, as
+    ``qk_layernorm`` parameters)."""
     from megatron.core.transformer import transformer_block
     from megatron.core.transformer.torch_norm import WrappedTorchNorm
 
@@ -43,10 +45,21 @@ def sequence_parallel_spec(layer_spec: Any, config: Any, vp_stage: int | None = 
         return SequenceParallelRMSNorm if module is WrappedTorchNorm else module
 
     layer = layer_spec.submodules
+    attention = layer.self_attention
+    if hasattr(attention.submodules, "q_layernorm"):  # per-head q/k norms (Qwen3)
+        attention = dataclasses.replace(
+            attention,
+            submodules=dataclasses.replace(
+                attention.submodules,
+                q_layernorm=norm(attention.submodules.q_layernorm),
+                k_layernorm=norm(attention.submodules.k_layernorm),
+            ),
+        )
     layer = dataclasses.replace(
         layer_spec,
         submodules=dataclasses.replace(
             layer,
+            self_attention=attention,
             input_layernorm=norm(layer.input_layernorm),
             pre_mlp_layernorm=norm(layer.pre_mlp_layernorm),
         ),

@@ -32,6 +32,9 @@ VARIANTS = {
         "recompute_num_layers": 2,
     },
     "pp2": {"pp": 2},
+    # a Qwen3 (per-head q/k norms, untied): sequence parallelism reaches every family
+    "qwen3_tp2": {"family": "qwen3", "tp": 2},
+    "qwen3_tp2_sp": {"family": "qwen3", "tp": 2, "sequence_parallel": True},
     "pp2_vpp2": {"pp": 2, "virtual_pp": 2},
     "pp2_vpp2_selective_overlap": {
         "pp": 2,
@@ -164,16 +167,21 @@ def main() -> None:
     dist.init_process_group("gloo")
     from nemo_red.models.families import ModelShape
     from nemo_red.models.megatron_cpu import apply_cpu_patches
-    from tests.tiny_models import random_qwen2
+    from tests.tiny_models import random_model, random_qwen2
 
     apply_cpu_patches()
-    hf = random_qwen2(tied=True, noise=0.05)
-    shape = ModelShape.from_hf_config(hf.config.to_dict())
+    models = {
+        "qwen2": random_qwen2(tied=True, noise=0.05),
+        "qwen3": random_model("qwen3", noise=0.05),
+    }
     calls = AttentionCalls()
     results = {}
     ckpt = Path(args.out).with_suffix(".ckpt")
     for name in args.variants.split(","):
-        results[name] = run_variant(name, VARIANTS[name], hf, shape, calls, ckpt / name)
+        options = dict(VARIANTS[name])
+        hf = models[options.pop("family", "qwen2")]
+        shape = ModelShape.from_hf_config(hf.config.to_dict())
+        results[name] = run_variant(name, options, hf, shape, calls, ckpt / name)
     if dist.get_rank() == 0:
         torch.save(results, args.out)
     dist.destroy_process_group()

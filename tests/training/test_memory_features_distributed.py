@@ -6,7 +6,8 @@ every parameter after two steps within 1e-5), and the worker's evidence shows th
 feature was in effect: recomputation repeats core-attention calls in the backward pass,
 sequence parallelism halves the sequence a decoder layer sees, the virtual pipeline runs
 two chunks per stage through megatron's interleaved schedule (and resumes a checkpoint of
-them), and the overlap settings reach megatron's DDP.
+them), and the overlap settings reach megatron's DDP. A Qwen3 (per-head q/k norms) runs
+sequence parallelism too.
 """
 
 from pathlib import Path
@@ -29,6 +30,7 @@ PLAIN = {
     "tp2_sp_full_block": "tp2",
     "pp2_vpp2": "pp2",
     "pp2_vpp2_selective_overlap": "pp2",
+    "qwen3_tp2_sp": "qwen3_tp2",
 }
 
 
@@ -85,8 +87,8 @@ def test_recomputation_repeats_the_forward_in_the_backward_pass(runs, variant, r
 
 
 def test_sequence_parallelism_splits_the_sequence_over_tp(runs):
-    plain = runs["tp2"]["evidence"]["decoder_seq_lengths"]
-    for variant in ("tp2_sp", "tp2_sp_full_block"):
+    for variant in ("tp2_sp", "tp2_sp_full_block", "qwen3_tp2_sp"):
+        plain = runs[PLAIN[variant]]["evidence"]["decoder_seq_lengths"]
         assert runs[variant]["evidence"]["decoder_seq_lengths"] == [n // 2 for n in plain]
         assert all(n % 2 == 0 for n in plain)  # rows padded to a multiple of tp
 
