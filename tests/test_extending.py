@@ -21,6 +21,7 @@ from tests.training.runs import TINY
 SHORT = [
     "trainer.total_steps=3",
     "algorithm.sft_warmup_steps=1",  # one SFT step, then two RED steps
+    "algorithm.sft_warmup_optim.warmup_steps=0",
     "trainer.optim.warmup_steps=0",
     "trainer.prompts_per_step=4",
     "rollout.n=2",

@@ -243,6 +243,7 @@ def test_training_loop_with_the_vllm_engine(tmp_path):
         "rollout.engine=vllm",
         "trainer.total_steps=3",
         "algorithm.sft_warmup_steps=1",
+        "algorithm.sft_warmup_optim.warmup_steps=0",
         "trainer.optim.warmup_steps=1",
         "trainer.eval_every=3",
         "trainer.progress=false",

@@ -21,6 +21,7 @@ SMALL = [
     "trainer.progress=false",
     "algorithm.sft_warmup_steps=1",  # step 1 is SFT, the rest RED: both stages run
     "trainer.optim.warmup_steps=1",
+    "algorithm.sft_warmup_optim.warmup_steps=0",  # the 1-step SFT stage has no warm-up
 ]
 
 
