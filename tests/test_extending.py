@@ -16,23 +16,7 @@ from nemo_red.rollout.base import PolicyWeights, SamplingParams
 from nemo_red.rollout.hf_engine import HFEngine
 from nemo_red.rollout.registry import ENGINES, EngineInfo, EngineRequest
 from nemo_red.training.step_rules import STEP_RULES, StepRule
-from tests.training.runs import TINY
-
-SHORT = [
-    "trainer.total_steps=3",
-    "algorithm.sft_warmup_steps=1",  # one SFT step, then two RED steps
-    "algorithm.sft_warmup_optim.warmup_steps=0",
-    "trainer.optim.warmup_steps=0",
-    "trainer.prompts_per_step=4",
-    "rollout.n=2",
-    "rollout.max_new_tokens=8",
-    "trainer.eval_every=0",
-    "trainer.progress=false",
-    "trainer.tensorboard=false",
-    "trainer.grader_workers=1",
-    "data.arithmetic.train_size=32",
-    "data.arithmetic.test_size=8",
-]
+from tests.training.runs import SHORT, TINY
 
 
 def _train(run: Path, *overrides: str) -> list[dict]:

@@ -224,7 +224,7 @@ def settings_from_run(run_dir: Path) -> dict[str, RunSetting]:
             f"{run_dir}: no final policy in {hf} (a run exports it when training ends); "
             "evaluate a checkpoint with --model instead"
         )
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / "config.yaml", for_training=False)
     data, rollout = config.data, config.rollout
     if rollout.eval_max_new_tokens is not None:
         new_tokens = RunSetting(

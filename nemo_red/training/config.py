@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from nemo_red.algorithms.advantages import ADVANTAGE_ESTIMATORS
@@ -552,9 +552,88 @@ class OptimSection:
         _require(self.clip_grad >= 0, f"{key}.clip_grad", ">= 0 (0: no clipping)", self.clip_grad)
 
 
+DEFAULT_LOGGERS = ("jsonl", "tensorboard")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass(frozen=True)
+class WandbSection:
+    """The ``wandb`` logger (``nemo_red/monitoring/wandb_logger.py``). A null field leaves
+    the choice to W&B's environment variable: ``WANDB_PROJECT`` (else ``nemo-red``),
+    ``WANDB_ENTITY``, ``WANDB_NAME`` (else ``run.name``), ``WANDB_RUN_GROUP``,
+    ``WANDB_TAGS``, ``WANDB_MODE`` (online, offline, disabled)."""
+
+    project: str | None = None
+    entity: str | None = None
+    name: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode is not None:
+            _require(
+                self.mode in WANDB_MODES,
+                "trainer.wandb.mode",
+                f"one of {list(WANDB_MODES)} or null (WANDB_MODE)",
+                self.mode,
+            )
+
+
+@dataclass(frozen=True)
+class MlflowSection:
+    """The ``mlflow`` logger (``nemo_red/monitoring/mlflow_logger.py``). Null fields:
+    ``tracking_uri`` from ``MLFLOW_TRACKING_URI``, else ``sqlite:///<run dir>/mlflow.db``;
+    ``experiment`` from ``MLFLOW_EXPERIMENT_NAME``, else ``nemo-red``; ``run_name`` is
+    ``run.name``."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    run_name: str | None = None
+
+
+def _check_loggers(loggers: Sequence[str]) -> None:
+    """``trainer.loggers``: registered names, each once, ``jsonl`` among them."""
+    from nemo_red.monitoring.loggers import logger_names
+
+    known = logger_names()
+    unknown = [name for name in loggers if name not in known]
+    if unknown:
+        raise ConfigError(f"trainer.loggers: unknown loggers {unknown}; valid names: {known}")
+    _require(
+        len(set(loggers)) == len(loggers), "trainer.loggers", "names given once", list(loggers)
+    )
+    _require(
+        "jsonl" in loggers,
+        "trainer.loggers",
+        "a list with jsonl (metrics.jsonl is the run's record: plots, compare, resume)",
+        list(loggers),
+    )
+
+
+def check_logger_packages(config: TrainConfig) -> None:
+    """Raises a :class:`ConfigError` naming the pip extra when a logger of
+    ``trainer.loggers`` lacks its packages (``load_config`` checks this unless told not to).
+    """
+    from nemo_red.monitoring.loggers import logger_info, missing_modules
+
+    for name in config.trainer.loggers:
+        missing = missing_modules(name)
+        if missing:
+            extra = logger_info(name).extra
+            hint = f"pip install 'nemo_red[{extra}]'" if extra else f"pip install {missing[0]}"
+            raise ConfigError(
+                f"trainer.loggers: the {name} logger needs {', '.join(missing)}, which is not "
+                f"installed: {hint}"
+            )
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
-    """The loop: batch sizes, lengths of the run, checkpoints, evaluation, failure handling."""
+    """The loop: batch sizes, lengths of the run, checkpoints, evaluation, failure handling,
+    and the loggers of its metrics (``trainer.loggers``: ``jsonl`` (``metrics.jsonl``,
+    required), ``tensorboard``, ``wandb``, ``mlflow``; see ``nemo_red/monitoring/loggers.py``).
+    """
 
     prompts_per_step: int = 64
     updates_per_step: int = 1
@@ -569,7 +648,9 @@ class TrainerConfig:
     grader_workers: int = 2
     grader_timeout_s: float = 5.0
     think_split: bool = False
-    tensorboard: bool = True
+    loggers: list[str] = field(default_factory=lambda: list(DEFAULT_LOGGERS))
+    wandb: WandbSection = field(default_factory=WandbSection)
+    mlflow: MlflowSection = field(default_factory=MlflowSection)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -604,6 +685,7 @@ class TrainerConfig:
             f"a divisor of prompts_per_step ({self.prompts_per_step})",
             self.updates_per_step,
         )
+        _check_loggers(self.loggers)
 
 
 @dataclass(frozen=True)
@@ -675,11 +757,15 @@ class TrainConfig:
         return [*warmup, StageConfig(algo.preset, self.trainer.total_steps - algo.sft_warmup_steps)]
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+def load_config(
+    path: str | Path | None, overrides: Sequence[str] = (), for_training: bool = True
+) -> TrainConfig:
     """Reads a YAML file (optional) and ``key=value`` overrides into a :class:`TrainConfig`.
 
     A YAML file may start from another one with ``defaults_from: other.yaml`` (a path
-    relative to it); its own keys then override the other's.
+    relative to it); its own keys then override the other's. ``for_training``: also check
+    that the packages of the configured loggers are installed (a run's config read for
+    another purpose, such as evaluating it, does not need them).
     """
     layers = [OmegaConf.structured(TrainConfig)]
     if path is not None:
@@ -687,6 +773,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
     layers.append(OmegaConf.from_dotlist([_renamed_override(o) for o in overrides]))
     for layer in layers[1:]:
         _rename_keys(layer)
+    _tensorboard_flag(layers[1:])
     try:
         merged = OmegaConf.merge(*layers)
         config = OmegaConf.to_object(merged)
@@ -703,6 +790,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         ) from None
     # The schema is the structured TrainConfig, so to_object builds one.
     assert isinstance(config, TrainConfig)
+    if for_training:
+        check_logger_packages(config)
     return config
 
 
@@ -729,6 +818,23 @@ def _rename_keys(layer: DictConfig) -> None:
         if isinstance(node, DictConfig) and leaf in node:
             value = node.pop(leaf)
             OmegaConf.update(layer, new, value, merge=False)
+
+
+def _tensorboard_flag(layers: list[Any]) -> None:
+    """Reads the former ``trainer.tensorboard: bool`` into ``trainer.loggers`` (in place):
+    false leaves ``tensorboard`` out of the loggers set so far, true adds it."""
+    loggers = list(DEFAULT_LOGGERS)
+    for layer in layers:
+        trainer = layer.get("trainer") if isinstance(layer, DictConfig) else None
+        if not isinstance(trainer, DictConfig):
+            continue
+        if isinstance(trainer.get("loggers"), ListConfig):
+            loggers = list(trainer.loggers)
+        if "tensorboard" in trainer:
+            on = trainer.pop("tensorboard")
+            loggers = [n for n in loggers if n != "tensorboard"]
+            trainer.loggers = [*loggers, "tensorboard"] if on else loggers
+            loggers = list(trainer.loggers)
 
 
 def _yaml_layers(path: Path, seen: tuple[Path, ...]) -> list[Any]:

@@ -36,12 +36,21 @@ __all__ = [
     "RunDirectory",
     "config_changes",
     "flatten_config",
+    "plain_config",
 ]
 
 CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "config_history.jsonl"
-# Keys whose value does not change what a run computes.
-IGNORED_ON_RESUME = ("run.output_dir", "trainer.progress")
+# Keys (or key prefixes ending in '.') whose value does not change what a run computes
+# (``trainer.tensorboard`` is the former switch of the TensorBoard logger).
+IGNORED_ON_RESUME = (
+    "run.output_dir",
+    "trainer.progress",
+    "trainer.loggers",
+    "trainer.wandb.",
+    "trainer.mlflow.",
+    "trainer.tensorboard",
+)
 # Keys (or key prefixes ending in '.') a resumed run cannot change, even when allowed.
 FIXED_ON_RESUME = (
     "model.",
@@ -68,12 +77,16 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def plain_config(config: TrainConfig) -> dict[str, Any]:
+    """The config as plain dicts and lists (what ``config.yaml`` holds)."""
+    plain = OmegaConf.to_container(OmegaConf.structured(config))
+    assert isinstance(plain, dict)
+    return {str(k): v for k, v in plain.items()}
+
+
 def flatten_config(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """``{"trainer.optim.lr": 2e-6, ...}``: every leaf of a config (lists stay whole)."""
-    if isinstance(config, TrainConfig):
-        config = OmegaConf.to_container(OmegaConf.structured(config))  # type: ignore[assignment]
-    assert isinstance(config, dict)
-    return _flatten(config)
+    return _flatten(plain_config(config) if isinstance(config, TrainConfig) else config)
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -86,7 +99,7 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     old = {renamed_key(key): value for key, value in old.items()}
     changes = {}
     for key in sorted(set(old) | set(new)):
-        if key in IGNORED_ON_RESUME:
+        if _matches(key, IGNORED_ON_RESUME):
             continue
         before = old.get(key, defaults.get(key))
         after = new.get(key, defaults.get(key))
@@ -95,8 +108,9 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     return changes
 
 
-def _fixed(key: str) -> bool:
-    return any(key.startswith(p) if p.endswith(".") else key == p for p in FIXED_ON_RESUME)
+def _matches(key: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``key`` is one of ``patterns`` or under one ending in '.'."""
+    return any(key.startswith(p) if p.endswith(".") else key == p for p in patterns)
 
 
 class RunDirectory:
@@ -159,7 +173,7 @@ class RunDirectory:
         if not resuming or not changes:
             return changes
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
-        fixed = [k for k in changes if _fixed(k)]
+        fixed = [k for k in changes if _matches(k, FIXED_ON_RESUME)]
         if fixed:
             raise ConfigError(
                 f"{self.path} holds checkpoints of another run: {', '.join(fixed)} cannot "

@@ -2,7 +2,8 @@
 loop (``loop.py``), evaluates, checkpoints, resumes and exports.
 
 A run directory holds ``config.yaml`` and ``config_history.jsonl`` (see ``run_dir.py``),
-``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` (see ``checkpoint.py``), ``hf/``
+``metrics.jsonl``, ``tensorboard/`` (and the other loggers' files, see
+``monitoring/loggers.py``), ``checkpoints/`` (see ``checkpoint.py``), ``hf/``
 (the final policy as a Hugging Face checkpoint with its tokenizer) and ``plots/``.
 Starting a run whose directory has a checkpoint resumes from the newest intact one, if
 the config is the one it was started with (or ``allow_config_change``); the metrics log
@@ -32,7 +33,7 @@ from nemo_red.training.parallel import (
     on_rank0,
     shutdown_distributed,
 )
-from nemo_red.training.run_dir import RunDirectory
+from nemo_red.training.run_dir import RunDirectory, plain_config
 from nemo_red.training.setup import export_policy
 
 
@@ -51,6 +52,7 @@ class RedTrainer:
         init_distributed(ParallelLayout(config.parallel.tp, config.parallel.pp), config.run.seed)
         self.rank0 = dist.get_rank() == 0
         self.directory = RunDirectory(self.run_dir)
+        self.finished = False  # the run trained its last step and exported the policy
         try:
             self._start(allow_config_change)
         except BaseException:
@@ -84,9 +86,20 @@ class RedTrainer:
         self.runner = StepRunner(config, self.parts)
         self.start_step = self._resume(latest)
         on_rank0(lambda: self.directory.record_start(config, self.start_step, changes))
-        self.log = RunLog(
-            self.run_dir, self.config.trainer.tensorboard, self.rank0, resume_step=self.start_step
-        )
+        trainer = config.trainer
+        try:
+            self.log = RunLog(
+                self.run_dir,
+                trainer.loggers,
+                self.rank0,
+                resume_step=self.start_step,
+                run_name=config.run.name,
+                config=plain_config(config) if self.rank0 else {},
+                settings={name: getattr(trainer, name, None) for name in trainer.loggers},
+            )
+        except BaseException:
+            self.parts.close()
+            raise
 
     def _completed_step(self, latest: Path) -> int | None:
         """The step of ``latest`` when it ends the run (None while steps remain)."""
@@ -172,6 +185,7 @@ class RedTrainer:
     def finish(self) -> None:
         """Exports the policy as a HF checkpoint with its tokenizer, and draws the plots."""
         export_policy(self.parts.actor, self.parts.tokenizer, self.run_dir / "hf")
+        self.finished = True
         if self.rank0:
             try:
                 self.log.plot()
@@ -211,6 +225,6 @@ class RedTrainer:
         """Stops the grader workers, the engine and the process groups; frees the run."""
         if not self.complete:
             self.parts.close()
-            self.log.close()
+            self.log.close(complete=self.finished)
         self.directory.close()
         shutdown_distributed()

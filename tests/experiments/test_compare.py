@@ -131,7 +131,7 @@ def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
         "trainer.total_steps=2",
         "trainer.eval_every=1",
         "trainer.checkpoint_every=2",
-        "trainer.tensorboard=false",
+        "trainer.loggers=[jsonl]",
         "trainer.optim.schedule=constant",
     ]
     config = _write(

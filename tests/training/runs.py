@@ -24,6 +24,23 @@ SMALL = [
     "algorithm.sft_warmup_optim.warmup_steps=0",  # the 1-step SFT stage has no warm-up
 ]
 
+# a tiny run of 3 steps that trains in process in seconds (``cli.main``)
+SHORT = [
+    "trainer.total_steps=3",
+    "algorithm.sft_warmup_steps=1",  # one SFT step, then two RED steps
+    "algorithm.sft_warmup_optim.warmup_steps=0",
+    "trainer.optim.warmup_steps=0",
+    "trainer.prompts_per_step=4",
+    "rollout.n=2",
+    "rollout.max_new_tokens=8",
+    "trainer.eval_every=0",
+    "trainer.progress=false",
+    "trainer.loggers=[jsonl]",
+    "trainer.grader_workers=1",
+    "data.arithmetic.train_size=32",
+    "data.arithmetic.test_size=8",
+]
+
 
 def env() -> dict[str, str]:
     """The environment of a training subprocess (one thread, the repository importable)."""

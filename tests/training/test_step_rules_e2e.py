@@ -23,7 +23,7 @@ RELIFT = [
     "trainer.total_steps=4",
     "trainer.checkpoint_every=2",
     "trainer.eval_every=0",
-    "trainer.tensorboard=false",
+    "trainer.loggers=[jsonl]",
 ]
 
 
@@ -50,7 +50,7 @@ def test_hpt_run_routes_prompts_and_trains(tmp_path):
             "trainer.total_steps=3",
             "trainer.checkpoint_every=3",
             "trainer.eval_every=0",
-            "trainer.tensorboard=false",
+            "trainer.loggers=[jsonl]",
         )
     )
     metrics = _metrics(out)
