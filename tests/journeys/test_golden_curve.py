@@ -3,8 +3,8 @@ must lift held-out accuracy above thresholds set from measured runs of this code
 
 Not a timed test: it fails when learning breaks (a sign error, a wrong mask, a schedule
 that never warms up), whatever the machine's speed. The run is `examples/conf/tiny_red.yaml`
-with shorter stages (SFT 120 steps, then 10 RED steps) and 100 held-out problems, evaluated
-at the start and at the end of each stage.
+with shorter stages (SFT 150 steps, then 10 RED steps) and 100 held-out problems, evaluated
+at the start and at the end of each stage (about 80 s on 2 CPU cores).
 """
 
 import json
@@ -15,7 +15,7 @@ import pytest
 
 from tests.training.runs import TINY, env
 
-SFT_STEPS, RED_STEPS = 120, 10
+SFT_STEPS, RED_STEPS = 150, 10
 OVERRIDES = [
     f"algorithm.sft_warmup_steps={SFT_STEPS}",
     f"trainer.total_steps={SFT_STEPS + RED_STEPS}",
@@ -23,13 +23,13 @@ OVERRIDES = [
     "trainer.eval_every=1000",  # evaluations at the start and at the end of each stage
     "trainer.checkpoint_every=1000",
     "trainer.progress=false",
-    "trainer.tensorboard=false",
+    "trainer.loggers=[jsonl]",
 ]
-# measured with seed 1 (see the README, "Train"): START_MEASURED at the start,
-# SFT_MEASURED after SFT and RED_MEASURED after RED; the thresholds leave room for the
-# rounding differences of other CPUs and library versions
-AFTER_SFT_AT_LEAST = 0.0
-AFTER_RED_AT_LEAST = 0.0
+# measured with this code and seed 1: 0% at the start, 19% after SFT, 26% after RED (the
+# full default: 69% and 78%); the thresholds leave room for the rounding differences of
+# other CPUs and library versions, and fail a run that stops learning or that RED breaks
+AFTER_SFT_AT_LEAST = 0.10
+AFTER_RED_AT_LEAST = 0.15
 
 
 @pytest.mark.slow
@@ -50,6 +50,7 @@ def test_the_tiny_default_learns(tmp_path):
     assert held_out[0] <= 0.02  # a model from random weights solves nothing
     assert held_out[SFT_STEPS] >= AFTER_SFT_AT_LEAST, held_out
     assert held_out[SFT_STEPS + RED_STEPS] >= AFTER_RED_AT_LEAST, held_out
+    assert held_out[SFT_STEPS + RED_STEPS] >= held_out[SFT_STEPS] - 0.05, held_out
     summary = next(line for line in result.stderr.splitlines() if "held-out accuracy" in line)
     assert summary.startswith("[nemo-red] held-out accuracy (100 problems, greedy): ")
     assert f"after red (step {SFT_STEPS + RED_STEPS})" in summary

@@ -73,6 +73,8 @@ def _swapped_keys(overrides: list[str]) -> set[str]:
 
 def _check_run(run_dir: Path, shipped: dict, overrides: list[str], steps: int) -> None:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    if rows[0]["step"] == 0:  # the evaluation before training
+        assert "eval/accuracy" in rows.pop(0)
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     assert all(math.isfinite(r["loss/total"]) and r["skipped"] == 0 for r in rows)
     assert "eval/accuracy" in rows[-1]
