@@ -74,6 +74,20 @@ class RunParts:
         self.engine.shutdown()
 
 
+def actor_optim(config: TrainConfig) -> OptimConfig:
+    """The actor's optimizer config: ``trainer.optim`` and the schedule(s) of the run, in
+    optimizer updates (``trainer.updates_per_step`` per step)."""
+    trainer = config.trainer
+    per_stage = tuple(
+        (steps * trainer.updates_per_step, section) for _, steps, section in config.lr_segments()
+    )
+    return OptimConfig(
+        **dataclasses.asdict(trainer.optim),
+        total_steps=total_steps(config) * trainer.updates_per_step,
+        segments=per_stage if config.per_stage_lr else (),
+    )
+
+
 def total_steps(config: TrainConfig) -> int:
     """The run's length: the steps of all its stages."""
     return sum(s.steps for s in config.stages())
@@ -181,10 +195,7 @@ def assemble_run(
         )
     model, shape = build_policy(config, tokenizer, read_weights)
     trainer = config.trainer
-    optim = OptimConfig(
-        **dataclasses.asdict(trainer.optim),
-        total_steps=total_steps(config) * trainer.updates_per_step,
-    )
+    optim = actor_optim(config)
     actor = MegatronActor(model, shape, optim, trainer.token_budget, config.parallel)
     engine = _engine(config, actor, tokenizer, run_dir)
     grader = MathGrader(

@@ -381,15 +381,56 @@ class RegulatorConfig:
             )
 
 
+STAGE_OPTIM_KEYS = ("lr", "min_lr", "schedule", "warmup_steps")
+
+
+@dataclass(frozen=True)
+class StageSchedule:
+    """The learning-rate keys a stage may set for itself (``algorithm.sft_warmup_optim``);
+    what is left null comes from ``trainer.optim``. See :class:`StageConfig`."""
+
+    lr: float | None = None
+    min_lr: float | None = None
+    schedule: str | None = None
+    warmup_steps: int | None = None
+
+
 @dataclass(frozen=True)
 class StageConfig:
-    """One stage of a run: a loss preset for a number of steps."""
+    """One stage of a run: a loss preset for a number of steps, optionally with a learning-
+    rate schedule of its own.
+
+    Attributes:
+        preset: the stage's loss preset.
+        steps: its length in steps.
+        lr, min_lr, schedule, warmup_steps: when any stage of a run sets one of these, every
+            stage runs a schedule of its own over its own steps (warm-up from 0, then decay),
+            taking from ``trainer.optim`` what it does not set; when none does, one schedule
+            runs over the whole run.
+    """
 
     preset: str = "red"
     steps: int = 1
+    lr: float | None = None
+    min_lr: float | None = None
+    schedule: str | None = None
+    warmup_steps: int | None = None
 
     def __post_init__(self) -> None:
         _at_least("algorithm.stages[]", 1, steps=self.steps)
+
+    @property
+    def sets_optim(self) -> bool:
+        """Whether this stage sets any key of its learning-rate schedule."""
+        return any(getattr(self, key) is not None for key in STAGE_OPTIM_KEYS)
+
+    def optim(self, base: OptimSection) -> OptimSection:
+        """``base`` (the run's ``trainer.optim``) with this stage's schedule keys."""
+        changes = {k: getattr(self, k) for k in STAGE_OPTIM_KEYS if getattr(self, k) is not None}
+        try:
+            return dataclasses.replace(base, **changes)
+        except ConfigError as err:
+            raise ConfigError(f"algorithm.stages[] (preset {self.preset!r}): {err}") from None
 
 
 @dataclass(frozen=True)
@@ -431,7 +472,8 @@ class AlgorithmConfig:
     """The loss: a preset, optional overrides of its parts, and the regulator.
 
     The stages are ``sft_warmup_steps`` steps of the ``sft`` preset (a cold start for a
-    model that has never seen the answer format), then ``preset`` until
+    model that has never seen the answer format; ``sft_warmup_optim`` may give it a
+    learning-rate schedule of its own, see :class:`StageConfig`), then ``preset`` until
     ``trainer.total_steps``; ``stages`` replaces that with an explicit list. ``step_rule``
     says how a step of a stage with rollouts uses them: ``plain``, ``hpt`` (per-prompt SFT
     or GRPO) or ``relift`` (SFT updates on a buffer of failed questions); see
@@ -448,6 +490,7 @@ class AlgorithmConfig:
     regulator: RegulatorConfig = field(default_factory=RegulatorConfig)
     stages: list[StageConfig] = field(default_factory=list)
     sft_warmup_steps: int = 0
+    sft_warmup_optim: StageSchedule = field(default_factory=StageSchedule)
     dynamic_sampling: bool = False
     overlong_buffer: int = 0
     step_rule: str = "plain"
@@ -690,6 +733,7 @@ class TrainerConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     eval_every: int = 50
+    eval_at_start: bool = True
     max_consecutive_skips: int = 5
     grader_workers: int = 2
     grader_timeout_s: float = 5.0
@@ -776,19 +820,40 @@ class TrainConfig:
                 f"algorithm.sft_warmup_steps ({self.algorithm.sft_warmup_steps}) must be below "
                 f"trainer.total_steps ({self.trainer.total_steps})"
             )
-        optim, steps = self.trainer.optim, sum(s.steps for s in self.stages())
-        if optim.schedule != "constant" and steps <= optim.warmup_steps:
-            raise ConfigError(
-                f"trainer.optim.schedule {optim.schedule!r} decays after the warm-up: the run's "
-                f"{steps} steps must exceed trainer.optim.warmup_steps ({optim.warmup_steps})"
-            )
+        for what, steps, optim in self.lr_segments():
+            if optim.schedule != "constant" and steps <= optim.warmup_steps:
+                key = "trainer.optim.warmup_steps" if what == "trainer.optim" else "warmup_steps"
+                raise ConfigError(
+                    f"{what}: schedule {optim.schedule!r} decays after the warm-up: its "
+                    f"{steps} steps must exceed {key} ({optim.warmup_steps})"
+                )
+
+    @property
+    def per_stage_lr(self) -> bool:
+        """Whether the stages run learning-rate schedules of their own."""
+        return any(stage.sets_optim for stage in self.stages())
+
+    def lr_segments(self) -> list[tuple[str, int, OptimSection]]:
+        """``(where, steps, schedule)`` of each learning-rate schedule of the run, in order:
+        one over the whole run, or one per stage when a stage sets its own (see
+        :class:`StageConfig`)."""
+        stages, base = self.stages(), self.trainer.optim
+        if not self.per_stage_lr:
+            return [("trainer.optim", sum(s.steps for s in stages), base)]
+        return [
+            (f"algorithm.stages[{i}] ({stage.preset})", stage.steps, stage.optim(base))
+            for i, stage in enumerate(stages)
+        ]
 
     def stages(self) -> list[StageConfig]:
         """The stage schedule (see :class:`AlgorithmConfig`)."""
         algo = self.algorithm
         if algo.stages:
             return list(algo.stages)
-        warmup = [StageConfig("sft", algo.sft_warmup_steps)] if algo.sft_warmup_steps else []
+        schedule = dataclasses.asdict(algo.sft_warmup_optim)
+        warmup = (
+            [StageConfig("sft", algo.sft_warmup_steps, **schedule)] if algo.sft_warmup_steps else []
+        )
         return [*warmup, StageConfig(algo.preset, self.trainer.total_steps - algo.sft_warmup_steps)]
 
 

@@ -60,6 +60,15 @@ class PhaseTimer:
         self.times[key] = self.times.get(key, 0.0) + seconds
 
 
+def stage_ends(stages: Sequence[StageConfig]) -> list[int]:
+    """The number of steps done at the end of each stage."""
+    ends, end = [], 0
+    for stage in stages:
+        end += stage.steps
+        ends.append(end)
+    return ends
+
+
 def stage_at(stages: list[StageConfig], step: int) -> StageConfig:
     """The stage that step ``step`` (0-based) belongs to."""
     end = 0

@@ -37,19 +37,26 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class OptimConfig(OptimSection):
     """AdamW and its schedule (the config's ``trainer.optim``, with its defaults) plus the
-    length of the decay.
+    length of the decay, or one schedule per stage.
 
     Attributes:
         total_steps: optimizer updates the schedule decays over (required by linear and
             cosine).
+        segments: ``(updates, schedule)`` per stage when the stages have schedules of their
+            own (``TrainConfig.lr_segments``): each runs over its own updates, in order; the
+            last holds beyond its end. Empty: one schedule over ``total_steps``.
     """
 
     total_steps: int = 0
+    segments: tuple[tuple[int, OptimSection], ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.schedule != "constant" and self.total_steps <= self.warmup_steps:
-            raise ValueError(f"{self.schedule} decay needs total_steps > warmup_steps")
+        if self.segments:
+            for updates, section in self.segments:
+                _check_decay(section, updates)
+        else:
+            _check_decay(self, self.total_steps)
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -63,14 +70,34 @@ class OptimConfig(OptimSection):
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based)."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        if self.schedule == "constant":
-            return self.lr
-        progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
-        if self.schedule == "linear":
-            return self.lr + (self.min_lr - self.lr) * progress
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+        if not self.segments:
+            return scheduled_lr(self, step, self.total_steps)
+        start = 0
+        for updates, section in self.segments:
+            if step < start + updates:
+                return scheduled_lr(section, step - start, updates)
+            start += updates
+        updates, section = self.segments[-1]
+        return scheduled_lr(section, step - (start - updates), updates)
+
+
+def scheduled_lr(schedule: OptimSection, step: int, total: int) -> float:
+    """The learning rate of update ``step`` (0-based) of ``schedule`` decaying over ``total``
+    updates: linear warm-up to ``lr``, then constant, linear or cosine down to ``min_lr``."""
+    if step < schedule.warmup_steps:
+        return schedule.lr * (step + 1) / schedule.warmup_steps
+    if schedule.schedule == "constant":
+        return schedule.lr
+    progress = min(1.0, (step - schedule.warmup_steps) / (total - schedule.warmup_steps))
+    lr, low = schedule.lr, schedule.min_lr
+    if schedule.schedule == "linear":
+        return lr + (low - lr) * progress
+    return low + 0.5 * (lr - low) * (1 + math.cos(math.pi * progress))
+
+
+def _check_decay(schedule: OptimSection, total: int) -> None:
+    if schedule.schedule != "constant" and total <= schedule.warmup_steps:
+        raise ValueError(f"{schedule.schedule} decay needs total_steps > warmup_steps")
 
 
 def build_optimizer(

@@ -26,7 +26,7 @@ from nemo_red.training import checkpoint
 from nemo_red.training.assembly import RunParts, assemble_run, total_steps
 from nemo_red.training.config import TrainConfig
 from nemo_red.training.evaluation import evaluate_run
-from nemo_red.training.loop import StepRunner, stage_at
+from nemo_red.training.loop import StepRunner, stage_at, stage_ends
 from nemo_red.training.parallel import (
     ParallelLayout,
     init_distributed,
@@ -145,13 +145,16 @@ class RedTrainer:
         trainer = config.trainer
         stages = config.stages()
         skips, last = 0, {}
+        ends = set(stage_ends(stages))
+        if self.start_step == 0 and trainer.eval_every and trainer.eval_at_start:
+            self.log.write(0, self.evaluate())  # the policy before any update
         progress = progress_bar(self.rank0 and trainer.progress, self.start_step, self.total_steps)
         for step in range(self.start_step, self.total_steps):
             indices = parts.sampler.next_batch()
             metrics = self.runner.run(step, indices, stage_at(stages, step))
             skips = skips + 1 if metrics.get(names.SKIPPED, 0.0) > 0 else 0
             done = step + 1
-            if trainer.eval_every and (done % trainer.eval_every == 0 or done == self.total_steps):
+            if trainer.eval_every and (done % trainer.eval_every == 0 or done in ends):
                 metrics.update(self.evaluate())
             self.log.write(done, metrics)
             progress(metrics)
@@ -188,7 +191,35 @@ class RedTrainer:
                 self.log.plot()
             except ImportError as err:  # plotting needs matplotlib
                 print(f"[nemo-red] no plots: {err}", file=sys.stderr)
+            line = self.summary()
+            if line:
+                print(f"[nemo-red] {line}", file=sys.stderr)
         dist.barrier()
+
+    def summary(self) -> str | None:
+        """Held-out accuracy at the start and after each stage, in one line (rank 0)."""
+        from nemo_red.monitoring.metrics_log import read_metrics
+        from nemo_red.monitoring.summary import accuracy_summary
+        from nemo_red.training.evaluation import HELD_OUT
+
+        held_out = [s for s in self.parts.eval if s.name == HELD_OUT]
+        log = self.run_dir / "metrics.jsonl"
+        if not held_out or not log.exists():
+            return None
+        rollout = self.config.rollout
+        sampling = (
+            "greedy"
+            if rollout.eval_temperature == 0
+            else f"{rollout.eval_n} sample(s) each at temperature {rollout.eval_temperature}"
+        )
+        stages = self.config.stages()
+        presets = [stage.preset for stage in stages]
+        return accuracy_summary(
+            read_metrics(log),
+            list(zip(presets, stage_ends(stages), strict=True)),
+            len(held_out[0].items),
+            sampling,
+        )
 
     def close(self) -> None:
         """Stops the grader workers, the engine and the process groups; frees the run."""

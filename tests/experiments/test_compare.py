@@ -162,7 +162,7 @@ def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
         assert 0.0 <= arm["accuracy_mean"] <= 1.0
         assert arm["accuracy_std"] == 0.0
         assert arm["wall_s_mean"] > 0
-        assert arm["runs"]["1"]["curves"]["eval/accuracy"]["steps"] == [1, 2]
+        assert arm["runs"]["1"]["curves"]["eval/accuracy"]["steps"] == [0, 1, 2]
     assert results["arms"]["grpo"]["mean_response_length"] > 0
     assert results["arms"]["sft"]["mean_response_length"] is None
     base = json.loads((out / "base_model" / "metrics.jsonl").read_text().splitlines()[-1])

@@ -127,7 +127,7 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_resumed(finishe
     assert "resuming from step_000002, the newest intact checkpoint" in err
     assert f"resumed from {run / 'checkpoints' / 'step_000002'} (step 2)" in err
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]  # 0: the evaluation before training
 
 
 @pytest.mark.slow

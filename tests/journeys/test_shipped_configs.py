@@ -46,7 +46,11 @@ def _steps(config_path: Path, overrides: list[str]) -> list[str]:
     """One step of the config's method; with SFT warm-up first, one of each."""
     warmup = load_config(config_path, overrides).algorithm.sft_warmup_steps
     if warmup:
-        return ["algorithm.sft_warmup_steps=1", "trainer.total_steps=2"]
+        return [
+            "algorithm.sft_warmup_steps=1",
+            "algorithm.sft_warmup_optim.warmup_steps=0",
+            "trainer.total_steps=2",
+        ]
     return ["trainer.total_steps=1"]
 
 
@@ -69,6 +73,8 @@ def _swapped_keys(overrides: list[str]) -> set[str]:
 
 def _check_run(run_dir: Path, shipped: dict, overrides: list[str], steps: int) -> None:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    if rows[0]["step"] == 0:  # the evaluation before training
+        assert "eval/accuracy" in rows.pop(0)
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     assert all(math.isfinite(r["loss/total"]) and r["skipped"] == 0 for r in rows)
     assert "eval/accuracy" in rows[-1]
@@ -132,7 +138,11 @@ def test_shipped_comparison_runs_a_step_of_every_arm(config_path, tmp_path):
     assert [r.arm for r in plan_runs(scaled)] == [arm.name for arm in shipped.arms]
     # the runs' paths to the base model and its data lie in this test's output directory
     moved = ["model.path=", "model.init_checkpoint=", "data.train_path=", "data.eval_path="]
-    steps_keys = ["algorithm.sft_warmup_steps=", "trainer.total_steps="]
+    steps_keys = [
+        "algorithm.sft_warmup_steps=",
+        "algorithm.sft_warmup_optim.warmup_steps=",
+        "trainer.total_steps=",
+    ]
     planned = {(r.arm, r.seed): r for r in plan_runs(shipped)}
     if base is not None:
         planned[(base.arm, base.seed)] = base_model_run(shipped)

@@ -67,7 +67,9 @@ def hf_run(tiny_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_from_a_hf_directory_then_load_the_export(hf_run: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rows = _rows(hf_run)
+    start, *rows = _rows(hf_run)
+    assert start["step"] == 0  # the policy before training
+    assert "eval/accuracy" in start
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["stage/sft_only"] == 0.0 and "entropy/w" in r for r in rows)  # RED steps
     model = AutoModelForCausalLM.from_pretrained(hf_run / "hf")
@@ -106,7 +108,7 @@ def test_resuming_with_another_config_needs_the_flag_and_is_recorded(
     assert main([*args, *SHORT, "model.dtype=bfloat16", "--allow-config-change"]) == 2
     assert "model.dtype cannot change when resuming" in capsys.readouterr().err
     assert main([*args, "--allow-config-change", *SHORT, "trainer.total_steps=3"]) == 0
-    assert [r["step"] for r in _rows(run)] == [1, 2, 3]
+    assert [r["step"] for r in _rows(run)] == [0, 1, 2, 3]
     history = [json.loads(line) for line in (run / "config_history.jsonl").open()]
     assert [h["start_step"] for h in history] == [0, 2]
     assert history[1]["changed"] == {"trainer.total_steps": {"from": 2, "to": 3}}

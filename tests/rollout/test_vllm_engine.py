@@ -243,6 +243,7 @@ def test_training_loop_with_the_vllm_engine(tmp_path):
         "rollout.engine=vllm",
         "trainer.total_steps=3",
         "algorithm.sft_warmup_steps=1",
+        "algorithm.sft_warmup_optim.warmup_steps=0",
         "trainer.optim.warmup_steps=1",
         "trainer.eval_every=3",
         "trainer.progress=false",
@@ -252,7 +253,8 @@ def test_training_loop_with_the_vllm_engine(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=900)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]  # step 0: the evaluation before training
+    rows = rows[1:]
     # The engine samples from the actor's weights: its log-probs match the actor's.
     assert all(r["logprob_gap/max"] < 1e-4 for r in rows[1:])
     assert "eval/accuracy" in rows[-1]

@@ -21,12 +21,14 @@ SMALL = [
     "trainer.progress=false",
     "algorithm.sft_warmup_steps=1",  # step 1 is SFT, the rest RED: both stages run
     "trainer.optim.warmup_steps=1",
+    "algorithm.sft_warmup_optim.warmup_steps=0",  # the 1-step SFT stage has no warm-up
 ]
 
 # a tiny run of 3 steps that trains in process in seconds (``cli.main``)
 SHORT = [
     "trainer.total_steps=3",
     "algorithm.sft_warmup_steps=1",  # one SFT step, then two RED steps
+    "algorithm.sft_warmup_optim.warmup_steps=0",
     "trainer.optim.warmup_steps=0",
     "trainer.prompts_per_step=4",
     "rollout.n=2",

@@ -60,7 +60,18 @@ def test_overrides_and_interpolation():
         (["trainer.updates_per_step=3"], "a divisor of prompts_per_step"),
         (["model.dtype=float16"], "model.dtype"),
         (["model.init_checkpoint=runs/base/checkpoints"], "model.init_checkpoint needs model.path"),
-        (["trainer.total_steps=5", "algorithm.sft_warmup_steps=0"], "must exceed trainer.optim"),
+        (
+            [
+                "trainer.total_steps=5",
+                "algorithm.sft_warmup_steps=0",
+                "trainer.optim.warmup_steps=9",
+            ],
+            "must exceed trainer.optim.warmup_steps (9)",
+        ),
+        (
+            ["algorithm.sft_warmup_optim.warmup_steps=240"],
+            "algorithm.stages[0] (sft): schedule 'cosine' decays after the warm-up: its 240 steps",
+        ),
         (["algorithm.sft_warmup_steps=500"], "must be below trainer.total_steps"),
         # every value is checked at load, naming its key (not at first use)
         (["trainer.checkpoint_every=0"], "trainer.checkpoint_every must be >= 1, got 0"),

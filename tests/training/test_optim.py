@@ -73,3 +73,102 @@ def test_build_optimizer_needs_per_token_loss_first():
     model = SimpleNamespace(config=SimpleNamespace(calculate_per_token_loss=False))
     with pytest.raises(ValueError, match="calculate_per_token_loss"):
         build_optimizer(model, OptimConfig(schedule="constant"))
+
+
+def _stages_config(*stages, **trainer_optim):
+    from nemo_red.training.config import load_config
+
+    return load_config(
+        None,
+        [
+            f"algorithm.stages=[{','.join(stages)}]",
+            "trainer.updates_per_step=2",
+            *(f"trainer.optim.{k}={v}" for k, v in trainer_optim.items()),
+        ],
+    )
+
+
+def test_stages_without_schedules_share_one_over_the_run():
+    from nemo_red.training.assembly import actor_optim
+
+    config = _stages_config("{preset: sft, steps: 2}", "{preset: red, steps: 2}", lr=1.0)
+    optim = actor_optim(config)
+    assert not config.per_stage_lr
+    assert optim.segments == ()
+    # linear to 0 over 2 stages x 2 steps x 2 updates
+    assert [optim.lr_at(u) for u in range(9)] == pytest.approx(
+        [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0]
+    )
+
+
+def test_a_stage_with_its_own_lr_gives_every_stage_a_schedule_over_its_own_updates():
+    from nemo_red.training.assembly import actor_optim
+
+    config = _stages_config(
+        "{preset: sft, steps: 2, lr: 1.0, schedule: constant, warmup_steps: 2}",
+        "{preset: red, steps: 2, lr: 0.5, min_lr: 0.1, schedule: linear}",
+        lr=2.0,
+        min_lr=0.0,
+        schedule="cosine",
+    )
+    optim = actor_optim(config)
+    assert config.per_stage_lr
+    assert [updates for updates, _ in optim.segments] == [4, 4]
+    # sft: warm-up over 2 updates, then constant 1.0; red: linear 0.5 -> 0.1 over its 4
+    # updates (no warm-up: trainer.optim has none); the last schedule holds beyond its end
+    assert [optim.lr_at(u) for u in range(10)] == pytest.approx(
+        [0.5, 1.0, 1.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1, 0.1]
+    )
+
+
+def test_a_stage_takes_what_it_does_not_set_from_trainer_optim():
+    from nemo_red.training.assembly import actor_optim
+
+    config = _stages_config(
+        "{preset: sft, steps: 2}", "{preset: red, steps: 3, lr: 0.5}", lr=2.0, schedule="constant"
+    )
+    segments = actor_optim(config).segments
+    assert [(u, s.lr, s.schedule) for u, s in segments] == [
+        (4, 2.0, "constant"),
+        (6, 0.5, "constant"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stage", "match"),
+    [
+        ("{preset: red, steps: 2, lr: 1.0, min_lr: 2.0}", r"stages\[\] \(preset 'red'\).*min_lr"),
+        ("{preset: red, steps: 2, schedule: step}", r"stages\[\] \(preset 'red'\).*schedule"),
+        (
+            "{preset: red, steps: 2, schedule: cosine, warmup_steps: 2}",
+            r"algorithm.stages\[1\] \(red\).*2 steps must exceed warmup_steps \(2\)",
+        ),
+    ],
+)
+def test_bad_stage_schedules_are_refused_at_load(stage, match):
+    from nemo_red.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        _stages_config("{preset: sft, steps: 3}", stage)
+
+
+def test_the_sft_warm_up_shorthand_takes_a_schedule_of_its_own():
+    from nemo_red.training.assembly import actor_optim
+    from nemo_red.training.config import load_config
+
+    config = load_config(
+        None,
+        [
+            "algorithm.sft_warmup_steps=2",
+            "trainer.total_steps=5",
+            "algorithm.sft_warmup_optim.lr=1.0",
+            "algorithm.sft_warmup_optim.schedule=constant",
+            "trainer.optim.lr=0.5",
+            "trainer.optim.min_lr=0.2",
+            "trainer.optim.schedule=linear",
+        ],
+    )
+    optim = actor_optim(config)
+    assert [optim.lr_at(u) for u in range(5)] == pytest.approx([1.0, 1.0, 0.5, 0.4, 0.3])
+    plain = load_config(None, ["algorithm.sft_warmup_steps=2", "trainer.total_steps=5"])
+    assert not plain.per_stage_lr

@@ -32,9 +32,14 @@ def straight(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_tiny_run_writes_metrics_checkpoints_plots_and_hf_export(straight):
-    metrics = _metrics(straight)
+    start, *metrics = _metrics(straight)
+    # the policy is evaluated before the first update (step 0), then every 2 steps
+    assert start["step"] == 0
+    assert "eval/accuracy" in start
+    assert not {k for k in start if not k.startswith("eval/")} - {"step"}
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
     assert metrics[0]["stage/sft_only"] == 1.0  # the SFT warm-up step
+    assert "eval/accuracy" in metrics[0]  # the end of the SFT stage
     assert "reward/online_accuracy" not in metrics[0]
     for key in (
         "reward/online_accuracy",
@@ -97,7 +102,8 @@ def test_init_checkpoint_carries_weights_and_optimizer_moments_not_the_schedule(
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"weights and optimizer moments from {source}" in result.stderr
-    assert _metrics(out)[0]["lr"] == pytest.approx(1e-30)  # the schedule restarted
+    first = next(m for m in _metrics(out) if m["step"] == 1)
+    assert first["lr"] == pytest.approx(1e-30)  # the schedule restarted
     start = torch.load(source / "model_tp00_pp000.pt", weights_only=False)
     end = torch.load(
         out / "checkpoints" / "step_000001" / "model_tp00_pp000.pt", weights_only=False
@@ -202,7 +208,9 @@ def test_training_under_torchrun(tmp_path, layout):
         *layout,
     ]
     run_torchrun(script, 2, args, timeout=400)
-    metrics = _metrics(out)
+    start, *metrics = _metrics(out)
+    assert start["step"] == 0
+    assert "eval/arc_c/accuracy" in start  # benchmarks are evaluated before training too
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["skipped"] == 0 for m in metrics)
     for key in ("eval/accuracy", "eval/pass@2", "eval/arc_c/accuracy", "eval/sums/truncated"):
