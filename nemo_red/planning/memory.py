@@ -354,6 +354,11 @@ def plan_memory(
     _check_split(dims, layout)
     if engine.name == "native" and layout.pp > 1:
         raise ValueError("the native engine does not run under pipeline parallelism (pp > 1)")
+    if engine.name == "native" and layout.sequence_parallel:
+        raise ValueError(
+            "the native engine does not run under sequence parallelism (it decodes through "
+            "the actor's model one token at a time); training refuses the same layout"
+        )
     act = DTYPE_BYTES[workload.dtype]
     stages = ["only"] if layout.pp == 1 else ["first", "last"]
     if stage is not None:

@@ -184,6 +184,15 @@ def test_native_engine_static_cache_and_no_pipelines():
     assert plan.engine_weights == 0
     with pytest.raises(ValueError, match="native engine"):
         plan_memory(QWEN_1_5B, Layout(pp=2), Workload(), EngineSetup(name="native"), H100)
+    # nor under sequence parallelism, which training refuses too: the search passes it over
+    sp = Layout(tp=2, sequence_parallel=True)
+    with pytest.raises(ValueError, match="native engine does not run under sequence"):
+        plan_memory(QWEN_1_5B, sp, Workload(), EngineSetup(name="native"), H100)
+    big = NAMED_MODELS["Qwen2.5-Math-7B"]
+    short = Workload(response_length=2048)
+    best = smallest_fitting_layout(big, 8, short, EngineSetup(name="native"), H100, 3 * GiB)
+    assert best is not None
+    assert not best.layout.sequence_parallel
 
 
 def test_layouts_that_cannot_split_the_model_are_refused():
