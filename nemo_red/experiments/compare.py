@@ -15,7 +15,8 @@ and ``key=value`` overrides of the training config) and the seeds. Layout of
     results.md             the markdown table (also printed), accuracies in percent
     plots/*.png            accuracy, H_rl, H_sft and w over steps, one line per arm
 
-Each run is a subprocess (``python -m nemo_red.cli train``), ``workers`` at a time, each with
+Each run is a subprocess (``python -m nemo_red.cli train``, or ``launcher`` when set, e.g.
+``scripts/launch_torchrun.sh`` for runs that span GPUs), ``workers`` at a time, each with
 ``threads_per_worker`` CPU threads, its output appended to ``compare.log`` in its run
 directory; runs start in the current directory, so relative paths (``output_dir``)
 are relative to it. A run that exited successfully leaves ``compare_done.json`` (its overrides and
@@ -89,6 +90,10 @@ class CompareConfig:
         workers: runs trained at the same time (processes).
         threads_per_worker: CPU threads of each run (``OMP_NUM_THREADS``).
         accuracy_key: the metric the accuracy columns and plot use.
+        launcher: a command that starts ``nemo-red train`` in place of
+            ``python -m nemo_red.cli train`` (it gets ``--config`` and the overrides), e.g.
+            ``[scripts/launch_torchrun.sh]`` so every run spans the GPUs that
+            ``GPUS_PER_NODE`` etc. in the environment give; empty: one process per run.
     """
 
     train_config: str = ""
@@ -100,6 +105,7 @@ class CompareConfig:
     workers: int = 1
     threads_per_worker: int = 1
     accuracy_key: str = names.HELD_OUT_ACCURACY
+    launcher: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -245,13 +251,13 @@ def finished(run: PlannedRun) -> dict[str, Any] | None:
     return record
 
 
-def train_command(train_config: str, run: PlannedRun) -> list[str]:
-    """The ``nemo-red train`` command line of a run."""
+def train_command(
+    train_config: str, run: PlannedRun, launcher: list[str] | None = None
+) -> list[str]:
+    """The ``nemo-red train`` command line of a run, started by ``launcher`` when given."""
+    start = launcher or [sys.executable, "-m", "nemo_red.cli", "train"]
     return [
-        sys.executable,
-        "-m",
-        "nemo_red.cli",
-        "train",
+        *start,
         "--config",
         train_config,
         *run.overrides,
@@ -270,7 +276,10 @@ def execute(config: CompareConfig, run: PlannedRun) -> bool:
     start = time.perf_counter()
     with (run.run_dir / "compare.log").open("a") as log:
         code = subprocess.call(
-            train_command(config.train_config, run), env=env, stdout=log, stderr=log
+            train_command(config.train_config, run, config.launcher),
+            env=env,
+            stdout=log,
+            stderr=log,
         )
     if code != 0:
         return False

@@ -186,3 +186,39 @@ def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
     rerun = json.loads((out / "results.json").read_text())
     assert rerun["arms"] == results["arms"]
     assert rerun["info"]["runs_trained"] == 0
+
+
+def test_launcher_starts_every_run_with_the_train_arguments(tmp_path, monkeypatch):
+    """With ``launcher`` a run is that command plus ``--config`` and the overrides (what
+    ``scripts/launch_torchrun.sh`` passes on to ``nemo-red train``)."""
+    from nemo_red.experiments.compare import execute, finished
+
+    launcher = tmp_path / "launch.sh"
+    launcher.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS_OUT"\n')
+    launcher.chmod(0o755)
+    config = load_compare_config(
+        _write(
+            tmp_path,
+            f"""\
+            train_config: {TINY}
+            output_dir: {tmp_path / "out"}
+            launcher: [{launcher}]
+            arms: [{{name: small, overrides: [model.dtype=float32]}}]
+            seeds: [3]
+            """,
+        )
+    )
+    (run,) = plan_runs(config)
+    args_out = tmp_path / "args.txt"
+    monkeypatch.setenv("ARGS_OUT", str(args_out))
+    assert execute(config, run)
+    assert args_out.read_text().splitlines() == [
+        "--config",
+        str(Path(TINY).resolve()),
+        "model.dtype=float32",
+        "run.seed=3",
+        "run.name=small_seed3",
+        f"run.output_dir={tmp_path / 'out' / 'runs' / 'small' / 'seed_3'}",
+        "trainer.progress=false",
+    ]
+    assert finished(run) is not None

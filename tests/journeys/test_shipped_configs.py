@@ -151,3 +151,69 @@ def test_shipped_comparison_runs_a_step_of_every_arm(config_path, tmp_path):
         unscaled = load_config(shipped.train_config, planned[(run.arm, run.seed)].overrides)
         steps = 2 if "trainer.total_steps=2" in run.overrides else 1
         _check_run(run.run_dir, flatten_config(unscaled), [*SCALE, *moved, *steps_keys], steps)
+
+
+# ------------------------------------------------------------- scaling-study recipes
+SCALING = CONF / "scaling"
+SCALING_COMPARISON = SCALING / "compare_sizes.yaml"
+SCALING_RECIPES = sorted(p for p in SCALING.glob("*.yaml") if p != SCALING_COMPARISON)
+# the family and embedding tying of each recipe's model, for its tiny stand-in
+STAND_IN = {
+    "red_qwen2.5_math_1.5b.yaml": ("qwen2", True),
+    "red_qwen2.5_math_7b.yaml": ("qwen2", False),
+    "red_qwen2.5_14b.yaml": ("qwen2", False),
+    "red_qwen3_8b.yaml": ("qwen3", False),
+    "red_qwen3_14b.yaml": ("qwen3", False),
+}
+# The one recipe started under torchrun (TP=2, its other layout keys as shipped): the rest
+# run their layout at TP=1 in this process, so the suite adds one launch, not five.
+TORCHRUN_RECIPE = "red_qwen3_14b.yaml"
+
+
+def test_every_scaling_recipe_names_its_stand_in():
+    assert sorted(STAND_IN) == sorted(p.name for p in SCALING_RECIPES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_path", SCALING_RECIPES, ids=lambda p: p.name)
+def test_scaling_recipe_runs_a_step_with_a_stand_in_of_its_family(config_path, tiny_data, tmp_path):
+    from tests.journeys.conftest import save_tiny_hf
+
+    family, tied = STAND_IN[config_path.name]
+    tiny = save_tiny_hf(tmp_path / "tiny_hf", family, tied=tied)
+    shipped = load_config(config_path)
+    run_dir = tmp_path / "run"
+    overrides = [*_stand_ins(config_path, tiny, tiny_data), *SCALE, "trainer.total_steps=1"]
+    world = 2 if config_path.name == TORCHRUN_RECIPE else 1
+    overrides.append(f"parallel.tp={world}")
+    args = ["train", "--config", str(config_path), f"run.output_dir={run_dir}", *overrides]
+    if world > 1:
+        run_torchrun(REPO_ROOT / "nemo_red" / "cli.py", world, args, timeout=600)
+    else:
+        assert main(args) == 0
+    _check_run(run_dir, flatten_config(shipped), overrides, 1)
+    assert json.loads((run_dir / "hf" / "config.json").read_text())["model_type"] == family
+
+
+def test_scaling_comparison_arms_are_the_recipes_launched_by_torchrun():
+    """Each arm repeats one recipe's model and layout; the launcher is the torchrun one."""
+    from nemo_red.experiments.compare import load_compare_config
+
+    spec = load_compare_config(SCALING_COMPARISON)
+    assert spec.launcher == ["scripts/launch_torchrun.sh"]
+    assert (REPO_ROOT / spec.launcher[0]).is_file()
+    assert spec.workers == 1
+    recipes = {load_config(p).model.path: load_config(p) for p in SCALING_RECIPES}
+    sizes = []
+    for arm in spec.arms:
+        run = load_config(spec.train_config, [*spec.overrides, *arm.overrides])
+        recipe = recipes[run.model.path]
+        assert run.parallel == recipe.parallel, arm.name
+        assert run.model.tokenizer_path == recipe.model.tokenizer_path, arm.name
+        sizes.append(recipe.run.name)
+    assert sizes == [
+        "scaling_qwen2.5_math_1.5b",
+        "scaling_qwen2.5_math_7b",
+        "scaling_qwen3_8b",
+        "scaling_qwen3_14b",
+    ]
