@@ -182,7 +182,7 @@ def test_convert_train_under_torchrun_kill_resume_evaluate(tiny_hf: Path, tmp_pa
     _, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr[-3000:]
     assert f"resumed from {run / 'checkpoints' / killed_at} (step {step})" in stderr
-    assert [r["step"] for r in _rows(run)] == list(range(1, 9))
+    assert [r["step"] for r in _rows(run)] == list(range(0, 9))  # 0: evaluated before training
     out = tmp_path / "eval"
     code = main(
         [

@@ -64,6 +64,7 @@ def test_overrides_and_interpolation():
             [
                 "trainer.total_steps=5",
                 "algorithm.sft_warmup_steps=0",
+                "trainer.optim.schedule=cosine",
                 "trainer.optim.warmup_steps=9",
             ],
             "must exceed trainer.optim.warmup_steps (9)",

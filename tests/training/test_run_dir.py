@@ -31,7 +31,7 @@ def test_resuming_with_another_config_is_refused_unless_allowed(tmp_path):
         changed = _config(tmp_path, "trainer.total_steps=300", "trainer.optim.lr=1e-3")
         with pytest.raises(ConfigError) as err:
             run.check_config(changed, resuming=True, allow_change=False)
-        assert "trainer.optim.lr: 0.0003 -> 0.001" in str(err.value)
+        assert "trainer.optim.lr: 3e-05 -> 0.001" in str(err.value)
         assert "trainer.total_steps: 290 -> 300" in str(err.value)
         assert "--allow-config-change" in str(err.value)
         changes = run.check_config(changed, resuming=True, allow_change=True)
