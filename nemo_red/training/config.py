@@ -381,22 +381,25 @@ class RegulatorConfig:
             )
 
 
-STAGE_OPTIM_KEYS = ("lr", "min_lr", "schedule", "warmup_steps")
-
-
 @dataclass(frozen=True)
 class StageSchedule:
-    """The learning-rate keys a stage may set for itself (``algorithm.sft_warmup_optim``);
-    what is left null comes from ``trainer.optim``. See :class:`StageConfig`."""
+    """The learning-rate keys a stage may set for itself (the keys of a stage of
+    ``algorithm.stages``, and ``algorithm.sft_warmup_optim``); what is left null comes from
+    ``trainer.optim``. See :class:`StageConfig`."""
 
     lr: float | None = None
     min_lr: float | None = None
     schedule: str | None = None
     warmup_steps: int | None = None
 
+    def overrides(self) -> dict[str, Any]:
+        """The keys this schedule sets, with their values."""
+        keys = (f.name for f in dataclasses.fields(StageSchedule))
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
 
 @dataclass(frozen=True)
-class StageConfig:
+class StageConfig(StageSchedule):
     """One stage of a run: a loss preset for a number of steps, optionally with a learning-
     rate schedule of its own.
 
@@ -411,10 +414,6 @@ class StageConfig:
 
     preset: str = "red"
     steps: int = 1
-    lr: float | None = None
-    min_lr: float | None = None
-    schedule: str | None = None
-    warmup_steps: int | None = None
 
     def __post_init__(self) -> None:
         _at_least("algorithm.stages[]", 1, steps=self.steps)
@@ -422,13 +421,12 @@ class StageConfig:
     @property
     def sets_optim(self) -> bool:
         """Whether this stage sets any key of its learning-rate schedule."""
-        return any(getattr(self, key) is not None for key in STAGE_OPTIM_KEYS)
+        return bool(self.overrides())
 
     def optim(self, base: OptimSection) -> OptimSection:
         """``base`` (the run's ``trainer.optim``) with this stage's schedule keys."""
-        changes = {k: getattr(self, k) for k in STAGE_OPTIM_KEYS if getattr(self, k) is not None}
         try:
-            return dataclasses.replace(base, **changes)
+            return dataclasses.replace(base, **self.overrides())
         except ConfigError as err:
             raise ConfigError(f"algorithm.stages[] (preset {self.preset!r}): {err}") from None
 
@@ -850,11 +848,14 @@ class TrainConfig:
         algo = self.algorithm
         if algo.stages:
             return list(algo.stages)
-        schedule = dataclasses.asdict(algo.sft_warmup_optim)
+        schedule = algo.sft_warmup_optim.overrides()
         warmup = (
-            [StageConfig("sft", algo.sft_warmup_steps, **schedule)] if algo.sft_warmup_steps else []
+            [StageConfig(preset="sft", steps=algo.sft_warmup_steps, **schedule)]
+            if algo.sft_warmup_steps
+            else []
         )
-        return [*warmup, StageConfig(algo.preset, self.trainer.total_steps - algo.sft_warmup_steps)]
+        rest = self.trainer.total_steps - algo.sft_warmup_steps
+        return [*warmup, StageConfig(preset=algo.preset, steps=rest)]
 
 
 def load_config(

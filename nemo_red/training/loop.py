@@ -71,9 +71,7 @@ def stage_ends(stages: Sequence[StageConfig]) -> list[int]:
 
 def stage_at(stages: list[StageConfig], step: int) -> StageConfig:
     """The stage that step ``step`` (0-based) belongs to."""
-    end = 0
-    for stage in stages:
-        end += stage.steps
+    for stage, end in zip(stages, stage_ends(stages), strict=True):
         if step < end:
             return stage
     return stages[-1]
