@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_env import RESULTS, device_info, now, versions  # noqa: E402
+from bench_env import RESULTS, device_info, now, versions, write_result  # noqa: E402
 
 TINY_SHAPE = {
     "family": "qwen2",
@@ -240,9 +240,7 @@ def main() -> None:
             runs[1]["train_tokens_per_s"] / runs[0]["train_tokens_per_s"]
         )
     suffix = "" if args.shape == "tiny" else f"_{args.shape}"
-    out = args.out or RESULTS / f"actor_{args.device}{suffix}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, args.out or RESULTS / f"actor_{args.device}{suffix}.json")
 
 
 if __name__ == "__main__":

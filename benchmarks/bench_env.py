@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 from importlib import metadata
@@ -47,3 +48,12 @@ def versions(*packages: str) -> dict[str, str]:
 def now() -> str:
     """The current UTC time, ISO 8601."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def write_result(result: dict[str, object], out: Path) -> Path:
+    """Writes a benchmark's result as indented JSON to ``out`` (creating its folder) and says
+    where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return out

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actor import SHAPES  # noqa: E402
-from bench_env import RESULTS, device_info, now, versions  # noqa: E402
+from bench_env import RESULTS, device_info, now, versions, write_result  # noqa: E402
 
 # HBM bandwidth from the vendors' data sheets (bytes/s), matched in this order against
 # torch.cuda.get_device_name(); more specific names first.
@@ -162,10 +162,7 @@ def main() -> None:
         "runs": runs,
     }
     suffix = "" if args.shape == "tiny" else f"_{args.shape}"
-    out = args.out or RESULTS / f"decode_bound_{args.device}{suffix}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, args.out or RESULTS / f"decode_bound_{args.device}{suffix}.json")
     shutdown_distributed()
 
 

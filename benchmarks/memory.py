@@ -38,7 +38,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_env import RESULTS, device_info, now, versions  # noqa: E402
+from bench_env import RESULTS, device_info, now, versions, write_result  # noqa: E402
 
 # name -> (parallel section, the variant it is compared with)
 VARIANTS: dict[str, tuple[dict, str | None]] = {
@@ -291,9 +291,7 @@ def main() -> None:
         },
         "variants": runs,
     }
-    out = Path(args.out) if args.out else RESULTS / "memory_features_cpu.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, Path(args.out) if args.out else RESULTS / "memory_features_cpu.json")
 
 
 if __name__ == "__main__":

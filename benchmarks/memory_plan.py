@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actor import _batch  # noqa: E402  (the actor benchmark's random RED batch)
-from bench_env import RESULTS, device_info, now, versions  # noqa: E402
+from bench_env import RESULTS, device_info, now, versions, write_result  # noqa: E402
 
 # name -> (Qwen2 shape, sequences, tokens per sequence): one packed micro-batch per step
 CASES: dict[str, tuple[dict[str, Any], int, int]] = {
@@ -299,10 +299,7 @@ def main() -> None:
         "runs": runs,
         "max_abs_peak_error": max(abs(r["peak_error"]) for r in runs),
     }
-    out = args.out or RESULTS / f"memory_plan_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, args.out or RESULTS / f"memory_plan_{args.device}.json")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_env import RESULTS, device_info, now, versions  # noqa: E402
+from bench_env import RESULTS, device_info, now, versions, write_result  # noqa: E402
 
 CONFIG = REPO_ROOT / "examples" / "conf" / "tiny_red.yaml"
 VARIANTS: dict[str, list[str]] = {
@@ -199,10 +199,7 @@ def main() -> None:
         },
         "variants": variants,
     }
-    out = args.out or RESULTS / f"red_steps_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, args.out or RESULTS / f"red_steps_{args.device}.json")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_env import RESULTS, device_info, now, versions  # noqa: E402
+from bench_env import RESULTS, device_info, now, versions, write_result  # noqa: E402
 
 CONFIG = {
     "vocab_size": 4096,
@@ -109,9 +109,7 @@ def main() -> None:
             "trtllm": "not installable here",
         },
     }
-    out = args.out or RESULTS / f"rollout_{args.device}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, args.out or RESULTS / f"rollout_{args.device}.json")
     shutdown_distributed()
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_env import RESULTS, device_info, now, versions  # noqa: E402
+from bench_env import RESULTS, device_info, now, versions, write_result  # noqa: E402
 
 PHASES = ("rollout", "grading", "logprobs", "train", "refit", "step")
 
@@ -77,9 +77,7 @@ def main() -> None:
             "step": runs["red"]["step"] / runs["grpo"]["step"],
         },
     }
-    out = args.out or RESULTS / "train_step_cpu.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, args.out or RESULTS / "train_step_cpu.json")
 
 
 if __name__ == "__main__":
