@@ -35,13 +35,7 @@ from nemo_red.algorithms.token_stats import (
 from nemo_red.models.qwen2 import Qwen2Shape, load_weights
 from nemo_red.models.sdpa_attention import packed_row_params
 from nemo_red.monitoring import names
-from nemo_red.training.optim import (
-    OptimConfig,
-    build_optimizer,
-    load_optimizer_state,
-    optimizer_state,
-    set_step_hyperparameters,
-)
+from nemo_red.training.optim import OptimConfig, build_optimizer, build_scheduler
 from nemo_red.training.packing import PackedMicroBatch, SequenceBatch, pack_step
 
 if TYPE_CHECKING:
@@ -78,13 +72,18 @@ class MegatronActor:
         self.shape = shape
         self.optim_config = optim
         self.token_budget = token_budget
-        self.steps_done = 0
         self._ps = ps
         config: TransformerConfig = model.config  # a megatron module's config
         config.calculate_per_token_loss = True  # our losses divide by global counts
         config.batch_p2p_sync = False
         config.variable_seq_lengths = False
         self.ddp_model, self.optimizer = build_optimizer(model, optim)
+        self.scheduler = build_scheduler(self.optimizer, optim)
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer updates done (skipped steps not counted): the LR schedule's position."""
+        return int(self.scheduler.num_steps)
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The full policy in the HF layout, gathered over TP and PP (collective): what
@@ -249,36 +248,40 @@ class MegatronActor:
 
         finalize_model_grads([self.ddp_model])  # DP sum, tied-embedding sum across stages
         lr = self.optim_config.lr_at(self.steps_done)
-        set_step_hyperparameters(self.optimizer, lr, self.optim_config.weight_decay)
-        ok, grad_norm, _ = self.optimizer.step()
+        ok, grad_norm, _ = self.optimizer.step()  # at the lr the scheduler set
         if not ok:  # inf/NaN in some gradient, on any rank: no update
             return {names.GRAD_NORM: math.nan, names.LR: lr, names.SKIPPED: 1.0}
-        self.steps_done += 1
+        self.scheduler.step(1)  # the next update's lr and weight decay
         return {names.GRAD_NORM: float(grad_norm), names.LR: lr, names.SKIPPED: 0.0}
 
-    def state_dict(self) -> dict[str, Any]:
-        """Model shard and step counter of this rank (the same on every data-parallel rank)."""
+    def sharded_state_dict(self, is_loading: bool = False) -> dict[str, Any]:
+        """The model shard, optimizer state (``fully_reshardable``) and LR schedule position of
+        this rank, for megatron's ``dist_checkpointing`` (resharded over TP, PP and DP)."""
+        from nemo_red.models.dist_checkpoint import model_request
+        from nemo_red.models.megatron_checkpointing import optimizer_sharded_state_dict
+
+        model = model_request(self.model)
         return {
-            "model": {
-                k: v for k, v in self.model.state_dict().items() if not k.endswith("_extra_state")
-            },
-            "steps_done": self.steps_done,
+            "model": model,
+            "optimizer": optimizer_sharded_state_dict(self.optimizer, model, is_loading),
+            "scheduler": self.scheduler.state_dict(),
         }
 
-    def optimizer_state_dict(self) -> dict[str, Any]:
-        """This rank's shard of the optimizer state (fp32 main weights, Adam moments)."""
-        return optimizer_state(self.optimizer, self.model)
+    def load_sharded_state_dict(self, state: dict[str, Any], schedule: bool = True) -> None:
+        """Restores what ``dist_checkpointing.load`` read for :meth:`sharded_state_dict`.
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict`."""
+        Args:
+            state: the loaded state.
+            schedule: restore the LR schedule's position too (False: it stays at 0).
+        """
+        from nemo_red.models.megatron_checkpointing import load_optimizer_state
+
         load_weights(self.model, state["model"])
-        # the fp32 main weights follow; an optimizer state loaded next restores exact ones
-        self.optimizer.reload_model_params()
-        self.steps_done = int(state["steps_done"])
-
-    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores :meth:`optimizer_state_dict` (after :meth:`load_state_dict`)."""
-        load_optimizer_state(self.optimizer, self.model, state)
+        load_optimizer_state(self.optimizer, state["optimizer"])  # fp32 main weights, moments
+        if schedule:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:
+            self.scheduler.step(0)  # this run's lr and weight decay on the param groups
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

@@ -111,20 +111,21 @@ def build_policy(
 
     from nemo_red.models import checkpoint_io
     from nemo_red.models.conversion import hf_to_megatron
+    from nemo_red.models.dist_checkpoint import load_model
 
     tp, pp = config.parallel.tp, config.parallel.pp
     tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     dtype = checkpoint_io.DTYPES[config.model.dtype]
     path = config.model.path
     state = None
+    from_dist = False
     if path is None:
         shape = tiny_shape(config, len(tokenizer))
-    elif (Path(path) / checkpoint_io.META).is_file():
-        if read_weights:
+    elif checkpoint_io.is_megatron_checkpoint(Path(path)):
+        shape = Qwen2Shape.from_hf_config(checkpoint_io.megatron_hf_config(Path(path)))
+        if read_weights and checkpoint_io.is_safetensors_layout(Path(path)):
             shape, state = checkpoint_io.load_megatron_shard(Path(path), tp, tp_rank, pp, pp_rank)
-        else:
-            hf_config = checkpoint_io.read_megatron_meta(Path(path))["hf_config"]
-            shape = Qwen2Shape.from_hf_config(hf_config)
+        from_dist = read_weights and state is None
     else:
         shape = Qwen2Shape.from_hf_config(checkpoint_io.read_hf_config(Path(path)))
         if read_weights:
@@ -134,6 +135,9 @@ def build_policy(
     model = build_gpt_model(shape, tp, pp, pre_process=first, post_process=last, dtype=dtype)
     if state is not None:
         load_weights(model, state)
+    if from_dist:  # collective: every rank reads its shard, resharded by megatron
+        assert path is not None
+        load_model(model, Path(path))
     if torch.cuda.is_available():
         model.cuda()
     return model, shape
