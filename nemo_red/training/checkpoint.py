@@ -53,6 +53,7 @@ import torch
 import torch.distributed as dist
 
 from nemo_red.algorithms.entropy_regulator import EntropyRegulator
+from nemo_red.models.dist_checkpoint import model_request, saved_tensors
 from nemo_red.models.megatron_checkpointing import load_sharded, save_sharded
 from nemo_red.training.actor import MegatronActor
 
@@ -338,11 +339,22 @@ def load_checkpoint(
     """
     path = Path(path)
     meta = _read_meta(path)
+    _check_shapes(path, actor)
     actor.load_sharded_state_dict(load_sharded(actor.sharded_state_dict(is_loading=True), path))
     _set_rng_state(_load(path / _rng_source(meta)))
     if regulator is not None and meta["regulator"] is not None:
         regulator.load_state_dict(meta["regulator"])
     return meta
+
+
+def _check_shapes(path: Path, actor: MegatronActor) -> None:
+    """Raises CheckpointError when a weight of ``path`` has another global shape than the
+    model's: another architecture, or a vocabulary padded to another multiple of the TP size
+    (a vocabulary that every TP size divides, such as Qwen2.5's, reshards freely)."""
+    try:
+        model_request(actor.model, saved_tensors(path))
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: does not fit this run's model: {err}") from None
 
 
 def _same_layout(meta: dict[str, Any]) -> bool:
@@ -392,6 +404,7 @@ def load_initial_state(path: Path, actor: MegatronActor) -> Path:
     """
     path = resolve_checkpoint(path)
     _read_meta(path)
+    _check_shapes(path, actor)
     hyper = [
         {k: v for k, v in group.items() if k != "params"} for group in actor.optimizer.param_groups
     ]

@@ -53,8 +53,9 @@ def test_convert_replaces_only_a_checkpoint_of_its_kind(sandbox: Path, capsys):
     assert main(["convert", "hf-to-megatron", src, str(dst)]) == 0
     assert main(["convert", "hf-to-megatron", src, str(dst)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
-    assert main(["convert", "hf-to-megatron", src, str(dst), "--tp", "2", "--overwrite"]) == 0
-    assert json.loads((dst / "nemo_red_model.json").read_text())["tp"] == 2
+    convert_again = ["convert", "hf-to-megatron", src, str(dst), "--dtype", "bfloat16"]
+    assert main([*convert_again, "--overwrite"]) == 0
+    assert json.loads((dst / "nemo_red_model.json").read_text())["dtype"] == "bfloat16"
     assert main(["convert", "megatron-to-hf", str(dst), str(sandbox), "--overwrite"]) == 2
     assert "contains the source" in capsys.readouterr().err
     mine = sandbox / "mine"

@@ -6,8 +6,9 @@ ranks) runs, one layout after another in the same processes: TP1 x DP2 and PP2 f
 with a checkpoint at step 2 (their uninterrupted runs), TP2 for 4 steps, then resumes the
 TP1 x DP2 checkpoint under TP2 x DP1 and the PP2 checkpoint under PP1 x DP2 for the last 2
 steps. ``--phase single`` (a world of one) runs 4 steps and resumes the TP1 x DP2
-checkpoint (DP2 -> DP1, world size 2 -> 1). Rank 0 writes each run's full parameters (HF
-layout), metrics, regulator state and LR per step.
+checkpoint (DP2 -> DP1, world size 2 -> 1). Rank 0 writes each run's full parameters (HF layout), metrics,
+regulator state and LR per step. With ``--models``, model checkpoints are first read under
+TP2 and PP2 and compared with the HF weights they were written from.
 """
 
 import argparse
@@ -40,7 +41,7 @@ def run(tp: int, pp: int, ckpt: Path, save: bool, resume: bool) -> dict:
     ps.initialize_model_parallel(tp, pp)
     seed_everything(1)
     tensor_parallel.model_parallel_cuda_manual_seed(1)
-    hf = random_qwen2(tied=True, noise=0.05)
+    hf = random_qwen2(vocab=64, tied=True, noise=0.05)  # no TP pads 64 differently
     shape = Qwen2Shape.from_hf_config(hf.config.to_dict())
     first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
     model = build_gpt_model(shape, tp, pp, pre_process=first, post_process=last)
@@ -69,16 +70,48 @@ def run(tp: int, pp: int, ckpt: Path, save: bool, resume: bool) -> dict:
     return {"history": history, "params": params, "regulator": regulator.state_dict()}
 
 
+def load_model_checkpoints(directories: list[Path], hf_dir: Path) -> dict:
+    """The largest difference to the HF weights of each model checkpoint read under TP2 and
+    under PP2 (every TP shard and stage gathered back to the HF layout)."""
+    from types import SimpleNamespace
+
+    from megatron.core import parallel_state as ps
+
+    from nemo_red.models.checkpoint_io import load_hf_state_dict, megatron_hf_config
+    from nemo_red.models.dist_checkpoint import load_model
+    from nemo_red.models.qwen2 import Qwen2Shape, build_gpt_model
+    from nemo_red.training.weights import full_hf_state_dict
+
+    want = load_hf_state_dict(hf_dir)
+    found = {}
+    for tp, pp in ((2, 1), (1, 2)):
+        ps.destroy_model_parallel()
+        ps.initialize_model_parallel(tp, pp)
+        for directory in directories:
+            shape = Qwen2Shape.from_hf_config(megatron_hf_config(directory))
+            first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
+            model = build_gpt_model(shape, tp, pp, pre_process=first, post_process=last)
+            load_model(model, directory)
+            got = full_hf_state_dict(SimpleNamespace(model=model, shape=shape))
+            diff = max(float((got[k] - want[k]).abs().max()) for k in want)
+            found[f"{directory.name} tp{tp} pp{pp}"] = (sorted(got) == sorted(want), diff)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--phase", choices=("save", "single"), required=True)
     parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--models", type=Path, nargs="*", default=[], help="read under TP2, PP2")
+    parser.add_argument("--hf", type=Path, help="the HF model the --models were written from")
     args = parser.parse_args()
     from nemo_red.training.parallel import ParallelLayout, init_distributed, shutdown_distributed
 
     init_distributed(ParallelLayout(), seed=1)
     out = {}
     dp2, pp2 = args.dir / "ckpt_tp1_dp2", args.dir / "ckpt_pp2"
+    if args.models:
+        out["model_loads"] = load_model_checkpoints(args.models, args.hf)
     if args.phase == "save":
         out["tp1_dp2"] = run(1, 1, dp2, save=True, resume=False)
         out["pp2"] = run(1, 2, pp2, save=True, resume=False)
