@@ -7,8 +7,9 @@ with a checkpoint at step 2 (their uninterrupted runs), TP2 for 4 steps, then re
 TP1 x DP2 checkpoint under TP2 x DP1 and the PP2 checkpoint under PP1 x DP2 for the last 2
 steps. ``--phase single`` (a world of one) runs 4 steps and resumes the TP1 x DP2
 checkpoint (DP2 -> DP1, world size 2 -> 1). Rank 0 writes each run's full parameters
-(HF layout), metrics, regulator state and LR per step. With ``--models``, model checkpoints are first read under
-TP2 and PP2 and compared with the HF weights they were written from.
+(HF layout), metrics, regulator state and LR per step. With ``--models``, model
+checkpoints are first read under TP2 and PP2 and compared with the HF weights they were
+written from.
 """
 
 import argparse
