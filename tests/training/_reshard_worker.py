@@ -51,10 +51,11 @@ def run(tp: int, pp: int, ckpt: Path, save: bool, resume: bool) -> dict:
     optim = OptimConfig(lr=1e-3, clip_grad=1.0, schedule="linear", total_steps=10, min_lr=1e-4)
     actor = MegatronActor(model, shape, optim, token_budget=24)
     regulator = EntropyRegulator(window=1, clip_low=0.0, clip_high=7.0)
-    history, start = [], 0
+    history, start, at_checkpoint = [], 0, None
     if resume:
         meta = load_checkpoint(latest_checkpoint(ckpt), actor, regulator)
         start, history = meta["data"]["next_step"], meta["extra"]["history"]
+        at_checkpoint = full_hf_state_dict(actor)
     for step in range(start, STEPS):
         batch = make_batch(61, seed=step)
         stats = actor.compute_logprobs_and_entropy(batch)
@@ -67,8 +68,14 @@ def run(tp: int, pp: int, ckpt: Path, save: bool, resume: bool) -> dict:
         if save and step + 1 == SAVE_AT:
             extra = {"history": history}
             save_checkpoint(ckpt, step + 1, actor, regulator, {"next_step": step + 1}, extra)
+            at_checkpoint = full_hf_state_dict(actor)
     params = full_hf_state_dict(actor)
-    return {"history": history, "params": params, "regulator": regulator.state_dict()}
+    return {
+        "history": history,
+        "params": params,
+        "at_checkpoint": at_checkpoint,
+        "regulator": regulator.state_dict(),
+    }
 
 
 def load_model_checkpoints(directories: list[Path], hf_dir: Path) -> dict:

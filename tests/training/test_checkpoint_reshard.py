@@ -63,9 +63,14 @@ def test_resumed_under_another_layout_continues_like_an_uninterrupted_run(
 ):
     run = runs[resumed]
     assert len(run["history"]) == 4  # 2 steps before the checkpoint, 2 after
-    # the uninterrupted run of the layout it resumed under, and the run that wrote it (which
-    # differs by the rounding of the layouts: 1e-5, as in test_actor_distributed)
-    for name, atol in ((uninterrupted, ATOL), (writer, 10 * ATOL)):
+    written = runs[writer]["at_checkpoint"]
+    for key, value in written.items():  # the weights come back exactly, resharded
+        assert torch.equal(run["at_checkpoint"][key], value), key
+    # 2 steps later: next to the uninterrupted run of the layout that wrote the checkpoint
+    # (measured: within 1.1e-6; the last 2 steps ran under another layout) and, less
+    # closely, to the uninterrupted run of the new layout (uninterrupted runs of two layouts
+    # differ by up to 2e-5 after 4 steps: their reductions round differently)
+    for name, atol in ((writer, 2 * ATOL), (uninterrupted, 1e-4)):
         ref = runs[name]
         assert _max_diff(run, ref) <= atol, name
         assert [h["lr"] for h in run["history"]] == [h["lr"] for h in ref["history"]]
