@@ -70,13 +70,14 @@ def test_resumed_under_another_layout_continues_like_an_uninterrupted_run(
     # (measured: within 1.1e-6; the last 2 steps ran under another layout) and, less
     # closely, to the uninterrupted run of the new layout (uninterrupted runs of two layouts
     # differ by up to 2e-5 after 4 steps: their reductions round differently)
-    for name, atol in ((writer, 2 * ATOL), (uninterrupted, 1e-4)):
+    for name, atol, rel in ((writer, 2 * ATOL, 1e-5), (uninterrupted, 1e-4, 1e-2)):
         ref = runs[name]
         assert _max_diff(run, ref) <= atol, name
         assert [h["lr"] for h in run["history"]] == [h["lr"] for h in ref["history"]]
         for got, want in zip(run["history"], ref["history"], strict=True):
             assert got["loss/total"] == pytest.approx(want["loss/total"], abs=1e-5), name
-        assert run["regulator"]["weight"] == pytest.approx(ref["regulator"]["weight"], rel=1e-5)
+        # w is a ratio of entropy changes: it magnifies the layouts' rounding
+        assert run["regulator"]["weight"] == pytest.approx(ref["regulator"]["weight"], rel=rel)
 
 
 def test_model_checkpoints_load_under_any_layout_in_every_key_layout(runs):
