@@ -96,7 +96,7 @@ def _convert(args: argparse.Namespace) -> int:
         shape = checkpoint_io.hf_to_megatron_checkpoint(
             args.src, args.dst, args.tp, args.pp, dtype, overwrite=args.overwrite
         )
-        layout = f"TP={args.tp} x PP={args.pp}"
+        layout = "megatron torch_dist, loads under any TP x PP"
     else:
         max_bytes = None if args.max_shard_gb is None else int(args.max_shard_gb * 2**30)
         shape = checkpoint_io.megatron_to_hf_checkpoint(
@@ -229,8 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "dst", type=Path, help="destination directory: new or empty (see --overwrite)"
     )
-    convert.add_argument("--tp", type=int, default=1, help="tensor-parallel size (to megatron)")
-    convert.add_argument("--pp", type=int, default=1, help="pipeline stages (to megatron)")
+    convert.add_argument(
+        "--tp", type=int, default=1, help="check that the model splits over this many TP ranks"
+    )
+    convert.add_argument(
+        "--pp", type=int, default=1, help="check that the model splits over this many stages"
+    )
     convert.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     convert.add_argument("--max-shard-gb", type=float, help="shard the HF export")
     convert.add_argument(

@@ -348,7 +348,7 @@ def _hf_dir(model: Path, out: Path) -> Path:
     """The HF directory of the model: itself, or a conversion of a megatron checkpoint."""
     from nemo_red.models import checkpoint_io
 
-    if not (model / checkpoint_io.META).is_file():
+    if not checkpoint_io.is_megatron_checkpoint(model):
         return model
     converted = out / "hf_model"
     if not (converted / "config.json").is_file():

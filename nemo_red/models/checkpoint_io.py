@@ -3,14 +3,19 @@
 HF directory: ``config.json`` plus ``model.safetensors`` or sharded ``model-0000x-of-0000y``
 files with a ``model.safetensors.index.json``; tokenizer files are carried along.
 
-megatron directory (this project's layout)::
+megatron directory (written by ``hf_to_megatron_checkpoint``), Megatron-LM's layout of a
+``torch_dist`` dist checkpoint (see ``dist_checkpoint.py``)::
 
-    nemo_red_model.json                  {"format", "hf_config", "tp", "pp", "dtype"}
-    model_tp{r:02d}_pp{s:03d}.safetensors one file per (TP rank, PP stage)
+    latest_checkpointed_iteration.txt    "0"
+    iter_0000000/                        .metadata, __0_0.distcp, common.pt, metadata.json
+    nemo_red_model.json                  {"format": "nemo_red.megatron/2", "hf_config", "dtype"}
+    config.json                          the HF config
     tokenizer files copied from the HF directory
 
-A megatron directory can be loaded under another TP x PP layout than the one it was saved
-with: the shards are merged to the HF layout and split again (exact).
+It loads under any TP x PP layout (megatron reshards while reading). Directories in the
+earlier safetensors layout (``nemo_red.megatron/1``: ``model_tp{r:02d}_pp{s:03d}.safetensors``
+per TP rank and PP stage) are still read: by ``megatron_to_hf_checkpoint`` and as a
+training ``model.path``, resharded through the HF layout.
 """
 
 from __future__ import annotations
@@ -24,10 +29,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nemo_red.models.conversion import hf_to_megatron, megatron_to_hf
+from nemo_red.models.dist_checkpoint import (
+    ITERATION_FILE,
+    find_dist_checkpoint,
+    load_model,
+    save_model,
+    saved_tensors,
+    single_process,
+)
 from nemo_red.models.families import ModelShape
+from nemo_red.models.megatron_gpt import build_gpt_model, load_weights
 from nemo_red.outputs import check_new_destination, publish, staging_dir
 
-FORMAT = "nemo_red.megatron/1"
+FORMAT = "nemo_red.megatron/2"  # a torch_dist checkpoint in Megatron-LM's layout
+FORMAT_SHARDS = "nemo_red.megatron/1"  # safetensors per (TP rank, PP stage), read only
 META = "nemo_red_model.json"
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -151,9 +166,11 @@ def hf_to_megatron_checkpoint(
     dtype: torch.dtype | None = None,
     overwrite: bool = False,
 ) -> ModelShape:
-    """Converts a HF directory of a supported family to a megatron directory for
-    ``tp_size`` x ``pp_size``.
+    """Converts a HF directory of a supported family to a megatron dist checkpoint
+    (``torch_dist``).
 
+    The checkpoint loads under any TP x PP layout; ``tp_size`` x ``pp_size`` is only
+    checked (the model must split under the layout it is meant for). Runs in one process.
     An existing ``dst`` is replaced only with ``overwrite`` and only if it is a megatron
     checkpoint; ``dst`` must not be or contain ``src``.
     """
@@ -164,23 +181,52 @@ def hf_to_megatron_checkpoint(
     state = load_hf_state_dict(src)
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
-    dtype_name = _dtype_name(next(iter(state.values())).dtype)
+    model_dtype = next(iter(state.values())).dtype
     tmp = staging_dir(Path(dst))
-    for pp_rank in range(pp_size):
-        for tp_rank in range(tp_size):
-            shard = hf_to_megatron(state, shape, tp_size, tp_rank, pp_size, pp_rank)
-            save_file(shard, tmp / shard_file(tp_rank, pp_rank))
-    meta = {
-        "format": FORMAT,
-        "hf_config": config,
-        "tp": tp_size,
-        "pp": pp_size,
-        "dtype": dtype_name,
-    }
-    (tmp / META).write_text(json.dumps(meta, indent=2))
+    with single_process():
+        model = build_gpt_model(shape, dtype=model_dtype)
+        load_weights(model, hf_to_megatron(state, shape))
+        save_model(model, tmp)
+    meta = {"format": FORMAT, "checkpoint": "torch_dist", "hf_config": config}
+    (tmp / META).write_text(json.dumps({**meta, "dtype": _dtype_name(model_dtype)}, indent=2))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
     _copy_tokenizer(src, tmp)
     publish(tmp, Path(dst))
     return shape
+
+
+def is_megatron_checkpoint(directory: Path) -> bool:
+    """Whether ``directory`` is a megatron checkpoint: this project's (either format), or a
+    dist checkpoint of Megatron-LM, Megatron-Bridge or NeMo 2."""
+    directory = Path(directory)
+    return (directory / META).is_file() or find_dist_checkpoint(directory) is not None
+
+
+def is_safetensors_layout(directory: Path) -> bool:
+    """Whether ``directory`` is in the safetensors shard layout of earlier versions."""
+    return (Path(directory) / META).is_file() and read_megatron_meta(directory)[
+        "format"
+    ] == FORMAT_SHARDS
+
+
+def megatron_hf_config(directory: Path) -> dict:
+    """The HF ``config.json`` of a megatron checkpoint (its own, or the one placed next to a
+    Megatron-LM / Megatron-Bridge / NeMo 2 checkpoint)."""
+    directory = Path(directory)
+    if (directory / META).is_file():
+        return read_megatron_meta(directory)["hf_config"]
+    if find_dist_checkpoint(directory) is None:
+        raise FileNotFoundError(
+            f"{directory}: neither a nemo_red megatron checkpoint ({META}) nor a megatron "
+            f"dist checkpoint ({ITERATION_FILE}, weights/.metadata or .metadata)"
+        )
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{directory}: a megatron dist checkpoint without the HF config.json of its "
+            "model: copy the config.json (and tokenizer files) of the Hugging Face model it "
+            "was converted from into this directory"
+        )
+    return read_hf_config(directory)
 
 
 def read_megatron_meta(directory: Path) -> dict:
@@ -189,8 +235,10 @@ def read_megatron_meta(directory: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: no {META} (not a nemo_red megatron checkpoint)")
     meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown format {meta.get('format')!r}, expected {FORMAT}")
+    if meta.get("format") not in (FORMAT, FORMAT_SHARDS):
+        raise ValueError(
+            f"{path}: unknown format {meta.get('format')!r}, expected {FORMAT} or {FORMAT_SHARDS}"
+        )
     return meta
 
 
@@ -210,7 +258,8 @@ def _load_all_shards(directory: Path, meta: dict) -> list[list[dict[str, torch.T
 def load_megatron_shard(
     directory: Path, tp_size: int, tp_rank: int, pp_size: int, pp_rank: int
 ) -> tuple[ModelShape, dict[str, torch.Tensor]]:
-    """The state dict of one (TP rank, PP stage), resharding when the saved layout differs."""
+    """The state dict of one (TP rank, PP stage) of a checkpoint in the safetensors shard
+    layout, resharding when the saved layout differs."""
     meta = read_megatron_meta(directory)
     shape = ModelShape.from_hf_config(meta["hf_config"])
     shape.check(tp_size, pp_size)
@@ -227,15 +276,20 @@ def megatron_to_hf_checkpoint(
     max_shard_bytes: int | None = None,
     overwrite: bool = False,
 ) -> ModelShape:
-    """Exports a megatron directory as a HF directory (``transformers`` loads it).
+    """Exports a megatron checkpoint (this project's, in either format, or a dist checkpoint
+    of Megatron-LM, Megatron-Bridge or NeMo 2 with the HF ``config.json`` next to it) as a HF
+    directory that ``transformers`` loads. Runs in one process.
 
     An existing ``dst`` is replaced only with ``overwrite`` and only if it is a HF
     checkpoint; ``dst`` must not be or contain ``src``.
     """
     check_new_destination(Path(dst), "hf", [Path(src)], overwrite)
-    meta = read_megatron_meta(src)
-    shape = ModelShape.from_hf_config(meta["hf_config"])
-    state = megatron_to_hf(_load_all_shards(src, meta), shape)
+    hf_config = megatron_hf_config(src)
+    shape = ModelShape.from_hf_config(hf_config)
+    if is_safetensors_layout(src):
+        state = megatron_to_hf(_load_all_shards(src, read_megatron_meta(src)), shape)
+    else:
+        state = _dist_checkpoint_to_hf(Path(src), shape)
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
     save_hf_checkpoint(
@@ -244,7 +298,20 @@ def megatron_to_hf_checkpoint(
         dst,
         Path(src),
         max_shard_bytes=max_shard_bytes,
-        config=meta["hf_config"],
+        config=hf_config,
         overwrite=overwrite,
     )
     return shape
+
+
+def _dist_checkpoint_to_hf(src: Path, shape: ModelShape) -> dict[str, torch.Tensor]:
+    """The HF state dict of the dist checkpoint of ``src``, read into one TP1 x PP1 model."""
+    directory = find_dist_checkpoint(src)
+    assert directory is not None  # megatron_hf_config found it
+    saved = saved_tensors(directory)
+    embedding = next(k for k in saved if k.endswith("embedding.word_embeddings.weight"))
+    with single_process():
+        model = build_gpt_model(shape, dtype=saved[embedding].dtype)
+        load_model(model, src)
+        state = {k: v for k, v in model.state_dict().items() if not k.endswith("_extra_state")}
+    return megatron_to_hf([[state]], shape)

@@ -3,6 +3,7 @@
 megatron-core assumes CUDA in a few places that building, running and training a GPTModel
 go through. Each patch below names the megatron code it works around. :func:`apply_cpu_patches`
 applies them only when CUDA is unavailable, once per process; on a GPU it does nothing.
+:data:`SAVE_PATCHES` do the same for saving dist checkpoints (``torch_dist``).
 ``tests/models/test_megatron_cpu.py`` checks in a fresh process that each patch is still
 needed (the megatron call fails without it) and that it is applied, so a megatron upgrade
 that fixes or moves one of these places shows up as a test failure.
@@ -287,6 +288,46 @@ PATCHES: tuple[CpuPatch, ...] = (
     ),
 )
 
+
+def _no_sync(*args: object, **kwargs: object) -> None:
+    """``torch.cuda.synchronize`` without CUDA: nothing runs asynchronously to wait for."""
+
+
+def _patch_cuda_synchronize() -> Undo:
+    return _set_attr(torch.cuda, "synchronize", _no_sync)
+
+
+def _patch_save_results_queue() -> Undo:
+    # A synchronous save runs megatron's writer in this process, so a process-local queue
+    # carries the results; megatron's own is a proxy of a spawn-context Manager, whose
+    # server process re-imports ``__main__`` (a script without a ``__main__`` guard would
+    # run again in it) and takes a second or more to start on every save.
+    import queue
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    return _set_attr(filesystem_async, "_get_write_results_queue", queue.Queue)
+
+
+SAVE_PATCHES: tuple[CpuPatch, ...] = (
+    CpuPatch(
+        "cuda_synchronize",
+        "FileSystemWriterAsync.preload_tensors calls torch.cuda.synchronize() after staging "
+        "the tensors to host memory, which raises on a CPU-only torch "
+        "(megatron/core/dist_checkpointing/strategies/filesystem_async.py)",
+        _patch_cuda_synchronize,
+    ),
+    CpuPatch(
+        "save_results_queue",
+        "_get_write_results_queue starts a spawn-context multiprocessing Manager for the "
+        "writer's results (megatron/core/dist_checkpointing/strategies/filesystem_async.py); "
+        "a synchronous save (the only kind on CPU) needs no other process",
+        _patch_save_results_queue,
+    ),
+)
+"""The patches that ``dist_checkpointing.save`` with the ``torch_dist`` strategy needs on
+CPU (checked by ``tests/training/test_checkpoint_fixes.py``)."""
+
 _APPLIED: dict[str, Undo] = {}
 
 
@@ -302,7 +343,7 @@ def apply_cpu_patches(force: bool = False, skip: tuple[str, ...] = ()) -> list[s
     """
     if torch.cuda.is_available() and not force:
         return list(_APPLIED)
-    for patch in PATCHES:
+    for patch in PATCHES + SAVE_PATCHES:
         if patch.name not in _APPLIED and patch.name not in skip:
             _APPLIED[patch.name] = patch.apply()
     return list(_APPLIED)

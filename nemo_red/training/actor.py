@@ -18,9 +18,9 @@ The memory-saving features of the config's ``parallel`` section act here as foll
 Sequence parallelism pads every packed row to a multiple of the tensor-parallel size (the
 output layer gathers the sequence back, so the vocab-parallel token statistics see whole
 rows). A virtual pipeline makes this rank hold several model chunks (``actor.chunks``;
-``actor.model`` is then a ``ModuleList`` of them, whose state dict prefixes each chunk's
-keys with its index) and runs megatron's interleaved 1F1B schedule, which needs at least
-one micro-batch per pipeline stage (the fullest are split to get there). Overlapped
+``actor.model`` is then a ``ModuleList`` of them; checkpoints keep them as Megatron-LM
+does, ``model0``, ``model1``, ...) and runs megatron's interleaved 1F1B schedule, which
+needs at least one micro-batch per pipeline stage (the fullest are split to get there). Overlapped
 gradient reduction hands megatron the DDP ``no_sync`` contexts, so the reduce-scatters start
 during the last micro-batch's backward pass; with overlapped weight gathering the updated
 weights arrive during the next forward pass, and anything that reads them before one (the
@@ -50,13 +50,7 @@ from nemo_red.models.megatron_gpt import load_weights
 from nemo_red.models.sdpa_attention import packed_row_params
 from nemo_red.monitoring import names
 from nemo_red.training.config import ParallelConfig
-from nemo_red.training.optim import (
-    OptimConfig,
-    build_optimizer,
-    load_optimizer_state,
-    optimizer_state,
-    set_step_hyperparameters,
-)
+from nemo_red.training.optim import OptimConfig, build_optimizer, build_scheduler
 from nemo_red.training.packing import PackedMicroBatch, SequenceBatch, pack_step
 
 if TYPE_CHECKING:
@@ -120,7 +114,6 @@ class MegatronActor:
                 f"the model was built with sequence_parallel={built_with_sp}, but the actor's "
                 f"parallel.sequence_parallel is {self.parallel.sequence_parallel}"
             )
-        self.steps_done = 0
         self._ps = ps
         for chunk in self.chunks:
             config: TransformerConfig = chunk.config  # a megatron module's config
@@ -137,6 +130,7 @@ class MegatronActor:
         if self.parallel.overlap_grad_reduce:
             no_sync = [ddp.no_sync for ddp in self.ddp_chunks]
             schedule_config.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
+        self.scheduler = build_scheduler(self.optimizer, optim)
         self._weights_pending = False  # updated weights not yet gathered (overlap_param_gather)
 
     @property
@@ -144,6 +138,11 @@ class MegatronActor:
         """The data-parallel wrapper of the model (of its first chunk under a virtual
         pipeline; all of them are ``ddp_chunks``)."""
         return self.ddp_chunks[0]
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer updates done (skipped steps not counted): the LR schedule's position."""
+        return int(self.scheduler.num_steps)
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The full policy in the HF layout, gathered over TP and PP (collective): what
@@ -334,38 +333,62 @@ class MegatronActor:
 
         finalize_model_grads(self.ddp_chunks)  # DP sum, tied-embedding sum across stages
         lr = self.optim_config.lr_at(self.steps_done)
-        set_step_hyperparameters(self.optimizer, lr, self.optim_config.weight_decay)
-        ok, grad_norm, _ = self.optimizer.step()
+        ok, grad_norm, _ = self.optimizer.step()  # at the lr the scheduler set
         self._weights_pending = self.parallel.overlap_param_gather
         if not ok:  # inf/NaN in some gradient, on any rank: no update
             return {names.GRAD_NORM: math.nan, names.LR: lr, names.SKIPPED: 1.0}
-        self.steps_done += 1
+        self.scheduler.step(1)  # the next update's lr and weight decay
         return {names.GRAD_NORM: float(grad_norm), names.LR: lr, names.SKIPPED: 0.0}
 
-    def state_dict(self) -> dict[str, Any]:
-        """Model shard and step counter of this rank (the same on every data-parallel rank)."""
-        self.gather_weights()
+    def model_sharded_state_dict(self, saved: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The model part of a checkpoint as Megatron-LM keeps it: ``{"model": ...}``, or
+        ``{"model0": ..., "model1": ...}`` per virtual-pipeline chunk (each chunk's sharded
+        keys name its layers by their global number, so the checkpoint reshards over any
+        ``virtual_pp``). ``saved``: keyed as that checkpoint's tensors
+        (:func:`nemo_red.models.dist_checkpoint.model_request`)."""
+        from nemo_red.models.dist_checkpoint import model_request
+
         return {
-            "model": {
-                k: v for k, v in self.model.state_dict().items() if not k.endswith("_extra_state")
-            },
-            "steps_done": self.steps_done,
+            key: model_request(chunk, saved)
+            for key, chunk in zip(self._chunk_keys(), self.chunks, strict=True)
         }
 
-    def optimizer_state_dict(self) -> dict[str, Any]:
-        """This rank's shard of the optimizer state (fp32 main weights, Adam moments)."""
-        return optimizer_state(self.optimizer, self.model)
+    def _chunk_keys(self) -> list[str]:
+        """The checkpoint keys of the model chunks (Megatron-LM's for a model list)."""
+        if len(self.chunks) == 1:
+            return ["model"]
+        return [f"model{v}" for v in range(len(self.chunks))]
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict`."""
-        load_weights(self.model, state["model"])
-        # the fp32 main weights follow; an optimizer state loaded next restores exact ones
-        self.optimizer.reload_model_params()
-        self.steps_done = int(state["steps_done"])
+    def sharded_state_dict(self, is_loading: bool = False) -> dict[str, Any]:
+        """The model shard, optimizer state (``fully_reshardable``) and LR schedule position of
+        this rank, for megatron's ``dist_checkpointing`` (resharded over TP, PP, DP and virtual
+        pipeline chunks)."""
+        from nemo_red.models.megatron_checkpointing import optimizer_sharded_state_dict
 
-    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores :meth:`optimizer_state_dict` (after :meth:`load_state_dict`)."""
-        load_optimizer_state(self.optimizer, self.model, state)
+        self.gather_weights()  # the saved weights (or the ones a load replaces) are complete
+        models = self.model_sharded_state_dict()
+        return {
+            **models,
+            "optimizer": optimizer_sharded_state_dict(self.optimizer, models, is_loading),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_sharded_state_dict(self, state: dict[str, Any], schedule: bool = True) -> None:
+        """Restores what ``dist_checkpointing.load`` read for :meth:`sharded_state_dict`.
+
+        Args:
+            state: the loaded state.
+            schedule: restore the LR schedule's position too (False: it stays at 0).
+        """
+        from nemo_red.models.megatron_checkpointing import load_optimizer_state
+
+        for key, chunk in zip(self._chunk_keys(), self.chunks, strict=True):
+            load_weights(chunk, state[key])
+        load_optimizer_state(self.optimizer, state["optimizer"])  # fp32 main weights, moments
+        if schedule:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:
+            self.scheduler.step(0)  # this run's lr and weight decay on the param groups
 
 
 def interleaved_group_size(num_micro_batches: int, pp: int) -> int:

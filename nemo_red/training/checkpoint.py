@@ -1,24 +1,40 @@
-"""Training checkpoints: model shards, optimizer, schedule position, regulator, RNG, data.
+"""Training checkpoints in megatron's ``torch_dist`` format, resumable under another layout.
 
 Layout under a run's checkpoint root::
 
     latest                      the name of the newest complete checkpoint (replaced atomically)
     step_000012/
-      meta.json                 step, layout, regulator state, data position, extra state
-      model_tp00_pp000.pt       model shard + step counter of that (TP rank, PP stage)
-      optim_rank00000.pt        optimizer shard of every global rank (fp32 main weights and
-                                Adam moments of its data-parallel slice)
+      .metadata, __R_0.distcp   megatron dist checkpoint (``dist_checkpointing``): model
+      common.pt, metadata.json  weights, DistributedOptimizer state (``fully_reshardable``:
+                                fp32 main weights, Adam moments and step) and the LR
+                                scheduler's position (megatron's ``OptimizerParamScheduler``)
       rng_rank00000.pt          RNG states of every global rank
+      meta.json                 step, layout, regulator state, data position, loop state,
+                                and the size and SHA-256 of every file above
+
+The dist checkpoint is keyed by model tensor, not by rank, so a checkpoint written under
+one TP x PP x DP layout (and world size) resumes under any other the model splits into:
+megatron reshards the weights and the optimizer state while reading. RNG states are per
+rank: under the layout that wrote them every rank gets its own back; under another one
+every rank takes global rank 0's Python, NumPy and torch CPU generators (all ranks seed them
+alike and draw from them alike), while megatron's model-parallel generator (per TP rank) and
+the CUDA generators start from the run's seed as at step 0. This project runs without
+dropout, the one user of the model-parallel generator, and its rollouts draw from seeds
+derived from the step, so a resumed run under another layout continues like an
+uninterrupted one (up to the floating-point differences of the layouts).
 
 A checkpoint is written into ``step_N.tmp`` and renamed only after every rank has finished
 writing, then ``latest`` is switched; a kill at any moment leaves the previous checkpoint
 complete and ``latest`` pointing at it. Older checkpoints beyond ``keep`` are removed.
 
-``meta.json`` records the size and SHA-256 of every file (hashed while it is written). On
-resume, :func:`find_resumable` checks the newest checkpoint's files on every rank; when
-one is damaged (truncated, changed, missing, or ``meta.json`` unreadable) it says which
-and falls back to the newest checkpoint that is intact, which is why a run keeps at least
-two.
+On resume, :func:`find_resumable` checks the newest checkpoint's files (shared out over the
+ranks) against ``meta.json``; when one is damaged (truncated, changed, missing, or
+``meta.json`` unreadable) it says which and falls back to the newest checkpoint that is
+intact, which is why a run keeps at least two. Checkpoints of earlier versions (per-rank
+``model_tp00_pp000.pt`` / ``optim_rank00000.pt`` files) are refused with a message.
+
+Saving is synchronous: megatron's asynchronous save needs CUDA (on CPU its writer runs in
+this process, see ``nemo_red.models.megatron_cpu.SAVE_PATCHES``).
 """
 
 from __future__ import annotations
@@ -37,9 +53,12 @@ import torch
 import torch.distributed as dist
 
 from nemo_red.algorithms.entropy_regulator import EntropyRegulator
+from nemo_red.models.dist_checkpoint import saved_tensors
+from nemo_red.models.megatron_checkpointing import load_sharded, save_sharded
 from nemo_red.training.actor import MegatronActor
 
 LATEST = "latest"
+FORMAT = "nemo_red.train/2"  # torch_dist; earlier checkpoints had no format field
 _HASH_CHUNK = 1 << 24
 
 
@@ -154,17 +173,14 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    files: dict[str, Any] = {}
-    if ps.get_data_parallel_rank() == 0:
-        files[_model_shard_name()] = _save(actor.state_dict(), tmp / _model_shard_name())
-    files[_optimizer_shard_name()] = _save(
-        actor.optimizer_state_dict(), tmp / _optimizer_shard_name()
-    )
-    files[_rng_name()] = _save(_rng_state(), tmp / _rng_name())
+    save_sharded(actor.sharded_state_dict(), tmp)
+    _save(_rng_state(), tmp / _rng_name())
+    files = _hash_my_share(tmp, sorted(p.name for p in tmp.iterdir()))
     everyone: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, files)
     if rank == 0:
         meta = {
+            "format": FORMAT,
             "step": step,
             "world_size": dist.get_world_size(),
             "tp": ps.get_tensor_model_parallel_world_size(),
@@ -182,6 +198,23 @@ def save_checkpoint(
         _prune(root, keep)
     dist.barrier()
     return root / name
+
+
+def _my_share(names: list[str]) -> list[str]:
+    """The names (of a sorted list) this rank checks: every world-size-th one."""
+    return names[dist.get_rank() :: dist.get_world_size()]
+
+
+def _hash_my_share(directory: Path, names: list[str]) -> dict[str, Any]:
+    """Size and SHA-256 of this rank's share of the files ``names`` of ``directory``."""
+    records = {}
+    for name in _my_share(names):
+        sha = hashlib.sha256()
+        with (directory / name).open("rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                sha.update(chunk)
+        records[name] = {"bytes": (directory / name).stat().st_size, "sha256": sha.hexdigest()}
+    return records
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -231,17 +264,31 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 
 def _damage_here(path: Path) -> str | None:
-    """What is wrong with this rank's part of the checkpoint ``path`` (None: intact)."""
+    """What is wrong with this rank's share of the checkpoint ``path`` (None: intact)."""
     try:
         meta = read_meta(path)
     except CheckpointError as err:
         return str(err)
-    records = meta.get("files")
-    for name in (_model_shard_name(), _optimizer_shard_name(), _rng_name()):
-        damage = _file_damage(path / name, None if records is None else records.get(name, {}))
+    records = meta.get("files") or {}
+    for name in _my_share(sorted(records)):
+        damage = _file_damage(path / name, records[name])
         if damage is not None:
             return damage
     return None
+
+
+def _refuse_earlier_format(path: Path) -> None:
+    """Raises CheckpointError for a checkpoint of an earlier version (per-rank files)."""
+    if (path / ".metadata").is_file() or not (
+        any(path.glob("model_tp*_pp*.pt")) or any(path.glob("optim_rank*.pt"))
+    ):
+        return
+    raise CheckpointError(
+        f"{path}: a checkpoint of an earlier nemo_red version (per-rank model_tp*_pp*.pt / "
+        "optim_rank*.pt files), which this version cannot resume. Finish the run with the "
+        "version that wrote it, or start it again: move its checkpoints/ directory away, and "
+        "to keep its weights set model.path to the run's hf/ export"
+    )
 
 
 def find_resumable(root: Path, log: Any = None) -> Path | None:
@@ -261,6 +308,7 @@ def find_resumable(root: Path, log: Any = None) -> Path | None:
     log = sys.stderr if log is None else log
     damages: list[str] = []
     for path in found_dirs:
+        _refuse_earlier_format(path)
         found: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(found, _damage_here(path))
         damage = next((d for d in found if d is not None), None)
@@ -284,19 +332,46 @@ def find_resumable(root: Path, log: Any = None) -> Path | None:
 def load_checkpoint(
     path: Path, actor: MegatronActor, regulator: EntropyRegulator | None
 ) -> dict[str, Any]:
-    """Restores a checkpoint written by :func:`save_checkpoint` under the same layout.
+    """Restores a checkpoint written by :func:`save_checkpoint` under any layout (collective).
 
     Returns:
         The checkpoint's metadata (``step``, ``data`` position, ``extra``).
     """
     path = Path(path)
     meta = _read_meta(path)
-    actor.load_state_dict(_load(path / _model_shard_name()))
-    actor.load_optimizer_state_dict(_load_optimizer_shard(path))
-    _set_rng_state(_load(path / _rng_name()))
+    _check_shapes(path, actor)
+    actor.load_sharded_state_dict(load_sharded(actor.sharded_state_dict(is_loading=True), path))
+    _set_rng_state(_load(path / _rng_source(meta)))
     if regulator is not None and meta["regulator"] is not None:
         regulator.load_state_dict(meta["regulator"])
     return meta
+
+
+def _check_shapes(path: Path, actor: MegatronActor) -> None:
+    """Raises CheckpointError when a weight of ``path`` has another global shape than the
+    model's: another architecture, or a vocabulary padded to another multiple of the TP size
+    (a vocabulary that every TP size divides, such as Qwen2.5's, reshards freely)."""
+    try:
+        actor.model_sharded_state_dict(saved_tensors(path))
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: does not fit this run's model: {err}") from None
+
+
+def _same_layout(meta: dict[str, Any]) -> bool:
+    from megatron.core import parallel_state as ps
+
+    layout = (
+        dist.get_world_size(),
+        ps.get_tensor_model_parallel_world_size(),
+        ps.get_pipeline_model_parallel_world_size(),
+    )
+    return layout == (meta["world_size"], meta["tp"], meta["pp"])
+
+
+def _rng_source(meta: dict[str, Any]) -> str:
+    """The RNG file this rank restores: its own under the same layout, else rank 0's (see
+    the module docstring for what then starts from the seed)."""
+    return _rng_name() if _same_layout(meta) else _rng_name(0)
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -318,7 +393,8 @@ def resolve_checkpoint(path: Path) -> Path:
 def load_initial_state(path: Path, actor: MegatronActor) -> Path:
     """Starts a new run from a checkpoint's weights and optimizer moments (collective).
 
-    The step counter (so the LR schedule) restarts at 0 and the optimizer keeps this run's
+    The checkpoint may come from another layout. The step counter (so the LR schedule)
+    restarts at 0 and the optimizer keeps this run's
     hyperparameters (betas, eps, weight decay); the regulator, data position and RNG of the
     checkpoint are not used. AdamW's own per-parameter step counts carry over, so its bias
     correction continues as in the checkpointed run.
@@ -328,61 +404,23 @@ def load_initial_state(path: Path, actor: MegatronActor) -> Path:
     """
     path = resolve_checkpoint(path)
     _read_meta(path)
-    state = _load(path / _model_shard_name())
+    _check_shapes(path, actor)
     hyper = [
         {k: v for k, v in group.items() if k != "params"} for group in actor.optimizer.param_groups
     ]
-    actor.load_state_dict({**state, "steps_done": 0})
-    actor.load_optimizer_state_dict(_load_optimizer_shard(path))
+    loaded = load_sharded(actor.sharded_state_dict(is_loading=True), path)
+    actor.load_sharded_state_dict(loaded, schedule=False)
     for group, own in zip(actor.optimizer.param_groups, hyper, strict=True):
         group.update(own)
     return path
 
 
-def _model_shard_name() -> str:
-    """The file of this rank's model shard and step counter: one per (TP rank, PP stage)."""
-    from megatron.core import parallel_state as ps
-
-    tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
-    return f"model_tp{tp:02d}_pp{pp:03d}.pt"
-
-
-def _rng_name() -> str:
-    """The file of this rank's RNG states: one per global rank."""
-    return f"rng_rank{dist.get_rank():05d}.pt"
-
-
-def _optimizer_shard_name() -> str:
-    """The file of this rank's optimizer shard: one per global rank."""
-    return f"optim_rank{dist.get_rank():05d}.pt"
-
-
-def _load_optimizer_shard(path: Path) -> dict[str, Any]:
-    """This rank's optimizer shard of the checkpoint ``path``."""
-    shard = path / _optimizer_shard_name()
-    if not shard.is_file():
-        raise FileNotFoundError(
-            f"{path}: no optimizer shard {shard.name}. Checkpoints written before the actor "
-            "used megatron's distributed optimizer keep the optimizer inside the model "
-            "files and cannot be resumed by this version: resume with the version that "
-            "wrote it, or start a new run (another run.output_dir)"
-        )
-    return _load(shard)
+def _rng_name(rank: int | None = None) -> str:
+    """The file of a global rank's RNG states (this rank's by default)."""
+    return f"rng_rank{dist.get_rank() if rank is None else rank:05d}.pt"
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    """The checkpoint's metadata, checked against the running TP x PP x DP layout."""
-    from megatron.core import parallel_state as ps
-
-    meta = read_meta(path)
-    layout = (
-        dist.get_world_size(),
-        ps.get_tensor_model_parallel_world_size(),
-        ps.get_pipeline_model_parallel_world_size(),
-    )
-    if layout != (meta["world_size"], meta["tp"], meta["pp"]):
-        raise ValueError(
-            f"{path}: saved with world/tp/pp {(meta['world_size'], meta['tp'], meta['pp'])}, "
-            f"running with {layout}; use the same layout"
-        )
-    return meta
+    """The checkpoint's metadata; one of an earlier version is refused."""
+    _refuse_earlier_format(path)
+    return read_meta(path)

@@ -15,9 +15,9 @@ grad norm counts tensor-parallel replicas and the tied output layer once (megatr
 ``get_grad_norm``). A constant loss scale of 1 makes the optimizer check gradients for
 inf/NaN on every rank and skip such a step as one.
 
-The learning rate and weight decay of each step are set on the param groups, honouring
-megatron's per-group ``lr_mult`` / ``wd_mult`` (biases and norm weights get no weight decay,
-as in Megatron-LM).
+The learning rate and weight decay of each step are set on the param groups by megatron's
+``OptimizerParamScheduler`` (:func:`build_scheduler`), honouring megatron's per-group
+``lr_mult`` / ``wd_mult`` (biases and norm weights get no weight decay, as in Megatron-LM).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nemo_red.models.megatron_checkpointing import distributed_optimizer
 from nemo_red.training.config import OptimSection, ParallelConfig
 
 if TYPE_CHECKING:
@@ -162,60 +163,51 @@ def build_optimizer(
     return (wrapped if isinstance(model, list) else wrapped[0]), optimizer
 
 
-def set_step_hyperparameters(optimizer: Any, lr: float, weight_decay: float) -> None:
-    """Sets this step's learning rate and weight decay on every param group."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
-        group["weight_decay"] = weight_decay * group.get("wd_mult", 1.0)
+def build_scheduler(optimizer: Any, optim: OptimConfig) -> Any:
+    """megatron's ``OptimizerParamScheduler`` for ``optim`` (see :class:`_RedParamScheduler`)."""
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    class _RedParamScheduler(OptimizerParamScheduler):
+        """megatron's scheduler with this project's learning-rate curve.
+
+        megatron's scheduler sets each step's learning rate and weight decay on the param
+        groups (with their ``wd_mult``) and checkpoints its position (``num_steps``, here the
+        number of optimizer updates done). Its own curves count one step differently from
+        :meth:`OptimConfig.lr_at`: its warm-up reaches ``lr`` at step ``warmup_steps`` (ours
+        at ``warmup_steps - 1``) and its linear / cosine decay starts one step after the
+        warm-up, so ``get_lr`` is :meth:`OptimConfig.lr_at` and the learning rates of a run
+        are those of earlier versions. The schedule's settings come from the config on
+        resume (``override_opt_param_scheduler``), so a resume with another ``lr`` or
+        ``total_steps`` (``--allow-config-change``) uses them.
+        """
+
+        def get_lr(self, param_group: dict) -> float:
+            return optim.lr_at(self.num_steps) * param_group.get("lr_mult", 1.0)
+
+    return _RedParamScheduler(
+        optimizer,
+        init_lr=0.0,
+        max_lr=optim.lr,
+        min_lr=optim.min_lr,
+        lr_warmup_steps=optim.warmup_steps,
+        lr_decay_steps=max(optim.total_steps, optim.warmup_steps + 1),
+        lr_decay_style={"cosine": "cosine", "linear": "linear"}.get(optim.schedule, "constant"),
+        start_wd=optim.weight_decay,
+        end_wd=optim.weight_decay,
+        wd_incr_steps=1,
+        wd_incr_style="constant",
+        use_checkpoint_opt_param_scheduler=False,
+        override_opt_param_scheduler=True,
+    )
 
 
-def optimizer_state(optimizer: Any, model: torch.nn.Module) -> dict[str, Any]:
-    """This rank's optimizer state: megatron's common state plus, per named parameter of
-    ``model`` that has a shard here, the fp32 main shard and its Adam moments."""
-    inner = _distributed_optimizer(optimizer)
-    shards = {
-        name: {
-            k: v.detach().clone() for k, v in inner._get_main_param_and_optimizer_states(p).items()
-        }
-        for name, p in _owned_parameters(inner, model).items()
-    }
-    return {"common": optimizer.state_dict(), "shards": shards}
-
-
-@torch.no_grad()
-def load_optimizer_state(optimizer: Any, model: torch.nn.Module, state: dict[str, Any]) -> None:
-    """Restores :func:`optimizer_state` (same layout; model weights loaded separately)."""
-    inner = _distributed_optimizer(optimizer)
-    optimizer.load_state_dict(state["common"])
-    owned = _owned_parameters(inner, model)
-    if set(owned) != set(state["shards"]):
-        raise ValueError(
-            "optimizer state does not match this rank's parameter shards: missing "
-            f"{sorted(set(owned) - set(state['shards']))[:5]}, unexpected "
-            f"{sorted(set(state['shards']) - set(owned))[:5]}"
-        )
-    for name, param in owned.items():
-        inner._set_main_param_and_optimizer_states(param, state["shards"][name])
-    # megatron's load_state_dict gives every parameter the same Adam ``step`` tensor; torch's
-    # AdamW increments each parameter's in place, so a shared one would advance once per
-    # parameter per step and break the bias correction.
-    for param_state in inner.optimizer.state.values():
-        if torch.is_tensor(param_state.get("step")):
-            param_state["step"] = param_state["step"].clone()
-
-
-def _owned_parameters(inner: Any, model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    """The named parameters of ``model`` with a shard in this rank's DistributedOptimizer."""
-    return {
-        name: param
-        for name, param in model.named_parameters()
-        if param in inner.model_param_group_index_map
-    }
-
-
-def _distributed_optimizer(optimizer: Any) -> Any:
-    """The one DistributedOptimizer inside megatron's (possibly chained) optimizer."""
-    inner = getattr(optimizer, "chained_optimizers", [optimizer])
-    if len(inner) != 1 or not hasattr(inner[0], "model_param_group_index_map"):
-        raise TypeError(f"expected one megatron DistributedOptimizer, got {type(optimizer)}")
-    return inner[0]
+def main_parameters(optimizer: Any, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The fp32 main parameter shard of each named parameter of ``model`` held by this rank
+    (a whole parameter on a single data-parallel rank; for inspection in tests)."""
+    inner = distributed_optimizer(optimizer)
+    main = {}
+    for name, param in model.named_parameters():
+        if param in inner.model_param_group_index_map:
+            group, order = inner.model_param_group_index_map[param]
+            main[name] = inner.optimizer.param_groups[group]["params"][order].detach().clone()
+    return main

@@ -7,9 +7,10 @@
 * **Resume only what was started.** A start that resumes a checkpoint compares its
   config with the saved ``config.yaml``. Any difference is refused, naming the keys,
   unless ``--allow-config-change`` is given; even then the keys in
-  :data:`FIXED_ON_RESUME` (the model, the training problems and their tokenisation, the
-  parallel layout) cannot change, because the checkpoint's weights, data position and
-  shards depend on them.
+  :data:`FIXED_ON_RESUME` (the model, the training problems and their tokenisation) cannot
+  change, because the checkpoint's weights and data position depend on them. The parallel
+  layout may (``parallel.*`` with ``--allow-config-change``; the world size always):
+  checkpoints reshard on resume.
 * **The record.** ``config.yaml`` is the config of the latest successful start, written
   once the run is built (a start that fails leaves the previous one in place);
   ``config_history.jsonl`` has one line per start: its date, the step it started from, the
@@ -54,7 +55,6 @@ IGNORED_ON_RESUME = (
 # Keys (or key prefixes ending in '.') a resumed run cannot change, even when allowed.
 FIXED_ON_RESUME = (
     "model.",
-    "parallel.",
     "data.train_path",
     "data.layout",
     "data.fields",

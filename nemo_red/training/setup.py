@@ -115,6 +115,7 @@ def build_policy(
 
     from nemo_red.models import checkpoint_io
     from nemo_red.models.conversion import hf_to_megatron
+    from nemo_red.models.dist_checkpoint import load_model
 
     parallel = config.parallel
     tp, pp = parallel.tp, parallel.pp
@@ -122,18 +123,19 @@ def build_policy(
     dtype = checkpoint_io.DTYPES[config.model.dtype]
     path = config.model.path
     states: list[dict[str, torch.Tensor]] | None = None
+    from_dist = False
     # chunk v of this stage is stage v * pp + pp_rank of a pipeline of pp * chunks stages
     stages = [v * pp + pp_rank for v in range(parallel.model_chunks)]
     if path is None:
         shape = tiny_shape(config, len(tokenizer))
-    elif (Path(path) / checkpoint_io.META).is_file():
-        hf_config = checkpoint_io.read_megatron_meta(Path(path))["hf_config"]
-        shape = ModelShape.from_hf_config(hf_config)
-        if read_weights:  # resharded when the directory's layout is another
-            states = [
+    elif checkpoint_io.is_megatron_checkpoint(Path(path)):
+        shape = ModelShape.from_hf_config(checkpoint_io.megatron_hf_config(Path(path)))
+        if read_weights and checkpoint_io.is_safetensors_layout(Path(path)):
+            states = [  # resharded when the directory's layout is another
                 checkpoint_io.load_megatron_shard(Path(path), tp, tp_rank, pp * len(stages), s)[1]
                 for s in stages
             ]
+        from_dist = read_weights and states is None
     else:
         shape = ModelShape.from_hf_config(checkpoint_io.read_hf_config(Path(path)))
         if read_weights:
@@ -155,6 +157,9 @@ def build_policy(
         )
         if states is not None:
             load_weights(chunk, states[v])
+        if from_dist:  # collective: every rank reads its shard, resharded by megatron
+            assert path is not None
+            load_model(chunk, Path(path))
         if torch.cuda.is_available():
             chunk.cuda()
         chunks.append(chunk)

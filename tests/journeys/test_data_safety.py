@@ -53,8 +53,9 @@ def test_convert_replaces_only_a_checkpoint_of_its_kind(sandbox: Path, capsys):
     assert main(["convert", "hf-to-megatron", src, str(dst)]) == 0
     assert main(["convert", "hf-to-megatron", src, str(dst)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
-    assert main(["convert", "hf-to-megatron", src, str(dst), "--tp", "2", "--overwrite"]) == 0
-    assert json.loads((dst / "nemo_red_model.json").read_text())["tp"] == 2
+    convert_again = ["convert", "hf-to-megatron", src, str(dst), "--dtype", "bfloat16"]
+    assert main([*convert_again, "--overwrite"]) == 0
+    assert json.loads((dst / "nemo_red_model.json").read_text())["dtype"] == "bfloat16"
     assert main(["convert", "megatron-to-hf", str(dst), str(sandbox), "--overwrite"]) == 2
     assert "contains the source" in capsys.readouterr().err
     mine = sandbox / "mine"
@@ -119,7 +120,7 @@ def _more_steps(args: list[str], steps: int) -> list[str]:
 @pytest.mark.slow
 def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_resumed(finished, capsys):
     run, args = finished
-    shard = run / "checkpoints" / "step_000003" / "model_tp00_pp000.pt"
+    shard = run / "checkpoints" / "step_000003" / "__0_0.distcp"
     shard.write_bytes(shard.read_bytes()[:1000])  # truncated
     assert main(_more_steps(args, 4)) == 0
     err = capsys.readouterr().err
@@ -159,7 +160,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing(finished, capsys, monkeypatch
     monkeypatch.setattr(checkpoint, "_save", full)
     assert main(_more_steps(args, 4)) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "step_000004.tmp/model_tp00_pp000.pt: No space left on device" in err
+    assert "step_000004.tmp/rng_rank00000.pt: No space left on device" in err
     assert "nothing written before was removed" in err
     after = _tree(run / "checkpoints")
     assert {k: v for k, v in after.items() if k in before} == before

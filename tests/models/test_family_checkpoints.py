@@ -1,5 +1,6 @@
 """`nemo-red convert` on HF directories of the Qwen3 and Llama families written by
-transformers (offline, tiny): bit-exact through TP = 2 x PP = 2, and the export loads."""
+transformers (offline, tiny): bit-exact through a megatron dist checkpoint (split checked for
+TP = 2 x PP = 2), and the export loads."""
 
 import json
 
@@ -24,7 +25,7 @@ def test_convert_round_trip(tmp_path, family, capsys):
     model.save_pretrained(tmp_path / "hf", safe_serialization=True)
     hf, mc, out = (str(tmp_path / name) for name in ("hf", "mc", "out"))
     assert main(["convert", "hf-to-megatron", hf, mc, "--tp", "2", "--pp", "2"]) == 0
-    assert f"TP=2 x PP=2; {family}, 4 layers" in capsys.readouterr().out
+    assert f"loads under any TP x PP; {family}, 4 layers" in capsys.readouterr().out
     assert main(["convert", "megatron-to-hf", mc, out]) == 0
 
     before, after = load_hf_state_dict(tmp_path / "hf"), load_hf_state_dict(tmp_path / "out")

@@ -85,7 +85,7 @@ def main() -> None:
     from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.training.actor import MegatronActor
     from nemo_red.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from nemo_red.training.optim import OptimConfig
+    from nemo_red.training.optim import OptimConfig, main_parameters
     from nemo_red.training.weights import full_hf_state_dict
     from tests.tiny_models import random_model
 
@@ -136,9 +136,7 @@ def main() -> None:
         if dist.get_world_size() == 1:  # this rank holds every shard: compare main weights
             result["initial"] = initial
             result["model"] = {k: v.detach().clone() for k, v in model.named_parameters()}
-            result["main"] = {
-                k: v["param"] for k, v in actor.optimizer_state_dict()["shards"].items()
-            }
+            result["main"] = main_parameters(actor.optimizer, model)
         torch.save(result, args.out)
     shutdown_distributed()
 

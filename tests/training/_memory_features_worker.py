@@ -6,8 +6,10 @@ records the history, the full parameters in HF layout (gathered from every shard
 chunk) and evidence that the feature is in effect: core-attention calls per training step
 (recomputation repeats them in the backward pass), the sequence length a decoder layer sees
 (sequence parallelism splits it over TP), the model chunks and schedule (virtual pipeline),
-and the DDP settings (overlap). The virtual-pipeline variant also saves a checkpoint after
-the first step and a fresh actor resumes it. Rank 0 writes everything to ``--out``.
+and the DDP settings (overlap). The virtual-pipeline and overlapped-gathering variants also
+save a checkpoint after the first step, which a fresh actor resumes; ``pp2_from_vpp2``
+resumes the virtual pipeline's checkpoint without one (megatron reshards the chunks).
+Rank 0 writes everything to ``--out``.
 """
 
 import argparse
@@ -42,6 +44,8 @@ VARIANTS = {
         "recompute": "selective",
         "overlap_grad_reduce": True,
     },
+    # the plain PP2 layout, resuming pp2_vpp2's checkpoint of its first step
+    "pp2_from_vpp2": {"pp": 2, "resume_from": "pp2_vpp2"},
 }
 
 
@@ -115,6 +119,7 @@ def run_variant(name: str, options: dict, hf, shape, calls: AttentionCalls, ckpt
     from nemo_red.training.parallel import seed_everything
     from nemo_red.training.weights import full_hf_state_dict
 
+    resume_from = options.pop("resume_from", None)
     parallel = ParallelConfig(**options)
     ps.initialize_model_parallel(
         parallel.tp, parallel.pp, virtual_pipeline_model_parallel_size=parallel.virtual_pp
@@ -132,12 +137,15 @@ def run_variant(name: str, options: dict, hf, shape, calls: AttentionCalls, ckpt
     hook = layer.register_forward_pre_hook(record, with_kwargs=True)
     history, train_calls = [], []
     for step in range(2):
-        if step == 1 and parallel.virtual_pp:  # resume the first step's checkpoint
-            save_checkpoint(ckpt, 1, actor, regulator, {"next_step": 1}, {})
+        saves = parallel.virtual_pp or parallel.overlap_param_gather
+        if step == 1 and (saves or resume_from):  # resume the first step's checkpoint
+            if resume_from is None:
+                save_checkpoint(ckpt, 1, actor, regulator, {"next_step": 1}, {})
             hook.remove()
             actor = build_actor(parallel, hf, shape)
             regulator = EntropyRegulator(window=1, clip_low=0.0, clip_high=7.0)
-            load_checkpoint(latest_checkpoint(ckpt), actor, regulator)
+            source = ckpt if resume_from is None else ckpt.with_name(resume_from)
+            load_checkpoint(latest_checkpoint(source), actor, regulator)
         before = calls.count
         history.append(train_step(actor, regulator, step))
         train_calls.append(calls.count - before)

@@ -6,8 +6,9 @@ every parameter after two steps within 1e-5), and the worker's evidence shows th
 feature was in effect: recomputation repeats core-attention calls in the backward pass,
 sequence parallelism halves the sequence a decoder layer sees, the virtual pipeline runs
 two chunks per stage through megatron's interleaved schedule (and resumes a checkpoint of
-them), and the overlap settings reach megatron's DDP. A Qwen3 (per-head q/k norms) runs
-sequence parallelism too.
+them, under the virtual pipeline and without one), and the overlap settings reach megatron's
+DDP (a checkpoint saved with overlapped weight gathering resumes like the plain run). A
+Qwen3 (per-head q/k norms) runs sequence parallelism too.
 """
 
 from pathlib import Path
@@ -30,6 +31,7 @@ PLAIN = {
     "tp2_sp_full_block": "tp2",
     "pp2_vpp2": "pp2",
     "pp2_vpp2_selective_overlap": "pp2",
+    "pp2_from_vpp2": "pp2",
     "qwen3_tp2_sp": "qwen3_tp2",
 }
 

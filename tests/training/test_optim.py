@@ -1,6 +1,7 @@
-"""Learning-rate schedules by hand, their validation, and per-step optimizer settings."""
+"""Learning-rate schedules by hand, their validation, and megatron's scheduler setting them."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -51,18 +52,45 @@ def test_the_optimizer_takes_its_defaults_from_the_config_schema():
     assert optim.eps == section.adam_eps
 
 
-def test_step_hyperparameters_honour_megatron_group_multipliers():
-    from types import SimpleNamespace
+def _groups() -> SimpleNamespace:
+    return SimpleNamespace(param_groups=[{"wd_mult": 1.0}, {"lr_mult": 0.5, "wd_mult": 0.0}, {}])
 
-    from nemo_red.training.optim import set_step_hyperparameters
 
-    groups = [{"lr_mult": 1.0, "wd_mult": 1.0}, {"lr_mult": 0.5, "wd_mult": 0.0}, {}]
-    set_step_hyperparameters(SimpleNamespace(param_groups=groups), lr=2e-6, weight_decay=0.1)
-    assert [(g["lr"], g["weight_decay"]) for g in groups] == [
-        (2e-6, 0.1),
-        (1e-6, 0.0),  # biases and norm weights: wd_mult 0
-        (2e-6, 0.1),
-    ]
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        OptimConfig(schedule="constant", lr=1.0, warmup_steps=4),
+        OptimConfig(lr=1.0, min_lr=0.2, schedule="linear", warmup_steps=2, total_steps=6),
+        OptimConfig(lr=1.0, min_lr=0.0, schedule="cosine", total_steps=4),
+    ],
+)
+def test_megatron_scheduler_sets_the_schedule_and_group_multipliers(cfg):
+    # the learning rates of a run are those of lr_at, step by step, as before the scheduler
+    from nemo_red.training.optim import build_scheduler
+
+    optimizer = _groups()
+    scheduler = build_scheduler(optimizer, OptimConfig(**{**cfg.__dict__, "weight_decay": 0.1}))
+    for step in range(8):
+        assert scheduler.num_steps == step
+        assert [(g["lr"], g["weight_decay"]) for g in optimizer.param_groups] == [
+            (cfg.lr_at(step), 0.1),
+            (0.5 * cfg.lr_at(step), 0.0),  # biases and norm weights: wd_mult 0
+            (cfg.lr_at(step), 0.1),
+        ]
+        scheduler.step(1)
+
+
+def test_scheduler_resumes_its_position_with_this_runs_settings():
+    from nemo_red.training.optim import build_scheduler
+
+    old = build_scheduler(_groups(), OptimConfig(lr=1.0, schedule="linear", total_steps=10))
+    old.step(3)
+    optimizer = _groups()
+    new_cfg = OptimConfig(lr=2.0, schedule="linear", total_steps=20)  # --allow-config-change
+    new = build_scheduler(optimizer, new_cfg)
+    new.load_state_dict(old.state_dict())
+    assert new.num_steps == 3
+    assert optimizer.param_groups[0]["lr"] == new_cfg.lr_at(3) == pytest.approx(2.0 * 17 / 20)
 
 
 def test_build_optimizer_needs_per_token_loss_first():

@@ -53,9 +53,14 @@ def test_what_the_checkpoints_depend_on_cannot_change_even_when_allowed(tmp_path
     run.open()
     try:
         run.record_start(_config(tmp_path), 0, {})
-        for override in ("model.tiny.num_layers=2", "data.arithmetic.max_value=5", "parallel.tp=2"):
+        for override in ("model.tiny.num_layers=2", "data.arithmetic.max_value=5"):
             with pytest.raises(ConfigError, match="cannot change when resuming"):
                 run.check_config(_config(tmp_path, override), resuming=True, allow_change=True)
+        # checkpoints reshard: another layout is a change like any other
+        with pytest.raises(ConfigError, match=r"parallel\.tp"):
+            run.check_config(_config(tmp_path, "parallel.tp=2"), resuming=True, allow_change=False)
+        changes = run.check_config(_config(tmp_path, "parallel.tp=2"), True, allow_change=True)
+        assert "parallel.tp" in changes
     finally:
         run.close()
 

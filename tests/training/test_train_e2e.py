@@ -104,25 +104,33 @@ def test_init_checkpoint_carries_weights_and_optimizer_moments_not_the_schedule(
     assert f"weights and optimizer moments from {source}" in result.stderr
     first = next(m for m in _metrics(out) if m["step"] == 1)
     assert first["lr"] == pytest.approx(1e-30)  # the schedule restarted
-    start = torch.load(source / "model_tp00_pp000.pt", weights_only=False)
-    end = torch.load(
-        out / "checkpoints" / "step_000001" / "model_tp00_pp000.pt", weights_only=False
-    )
-    assert end["steps_done"] == 1
-    optimizer = torch.load(
-        out / "checkpoints" / "step_000001" / "optim_rank00000.pt", weights_only=False
-    )
-    # AdamW's per-parameter step counts went on from the source run's 2 steps.
-    assert {float(s["step"]) for s in optimizer["shards"].values()} == {3.0}
-    groups = optimizer["common"]["optimizer"]["param_groups"]
+    start, end = _weights(source), _weights(out / "checkpoints" / "step_000001")
+    common = torch.load(out / "checkpoints" / "step_000001" / "common.pt", weights_only=False)
+    assert common["scheduler"]["num_steps"] == 1  # the schedule restarted
+    # AdamW's step count went on from the source run's 2 steps.
+    groups = common["optimizer"]["optimizer"]["param_groups"]
+    assert {g["step"] for g in groups} == {3.0}
     assert all(g["lr"] == pytest.approx(1e-30) for g in groups)
-    hf_step4 = straight / "checkpoints" / "step_000004" / "model_tp00_pp000.pt"
-    step4 = torch.load(hf_step4, weights_only=False)["model"]
+    step4 = _weights(straight / "checkpoints" / "step_000004")
     moved = 0
-    for key, value in start["model"].items():
-        torch.testing.assert_close(end["model"][key], value, rtol=0, atol=1e-6)
+    for key, value in start.items():
+        torch.testing.assert_close(end[key], value, rtol=0, atol=1e-6)
         moved += int(not torch.allclose(step4[key], value))
     assert moved > 0  # the weights came from step 2, not from model.path (step 4)
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The model tensors of a torch_dist training checkpoint, read without process groups."""
+    import torch.distributed.checkpoint as dcp
+
+    metadata = dcp.FileSystemReader(str(checkpoint)).read_metadata().state_dict_metadata
+    state = {
+        key: torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+        for key, meta in metadata.items()
+        if hasattr(meta, "size") and not key.startswith("optimizer.")
+    }
+    dcp.load(state, storage_reader=dcp.FileSystemReader(str(checkpoint)), no_dist=True)
+    return state
 
 
 def _one_step_from(straight: Path, out: Path, checkpoint: Path) -> subprocess.CompletedProcess:
@@ -146,14 +154,17 @@ def test_init_checkpoint_that_is_no_checkpoint_is_named(straight, tmp_path):
 
 
 @pytest.mark.slow
-def test_checkpoint_without_optimizer_shards_is_named(straight, tmp_path):
-    # the layout of checkpoints written before the distributed optimizer
+def test_checkpoint_of_an_earlier_version_is_refused_with_what_to_do(straight, tmp_path):
+    # the per-rank torch.save layout of earlier versions
     old = tmp_path / "old_step"
-    shutil.copytree(straight / "checkpoints" / "step_000002", old)
-    (old / "optim_rank00000.pt").unlink()
+    old.mkdir()
+    shutil.copy2(straight / "checkpoints" / "step_000002" / "meta.json", old / "meta.json")
+    for name in ("model_tp00_pp000.pt", "optim_rank00000.pt", "rng_rank00000.pt"):
+        torch.save({}, old / name)
     result = _one_step_from(straight, tmp_path / "run", old)
     assert result.returncode != 0
-    assert f"{old}: no optimizer shard optim_rank00000.pt" in result.stderr
+    assert f"{old}: a checkpoint of an earlier nemo_red version" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.distributed
