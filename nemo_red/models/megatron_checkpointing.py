@@ -166,12 +166,18 @@ def save_strategy() -> Any:
     return TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=1)
 
 
-def save_sharded(state: dict[str, Any], directory: Path) -> None:
-    """``dist_checkpointing.save`` of ``state`` into the empty ``directory`` (collective)."""
+def save_sharded(state: dict[str, Any], directory: Path, asynchronous: bool = False) -> Any:
+    """``dist_checkpointing.save`` of ``state`` into the empty ``directory`` (collective).
+
+    ``asynchronous``: return megatron's ``AsyncRequest`` (the tensor writes, and the
+    finalisation that writes ``metadata.json``) for an ``AsyncCallsQueue`` to run, instead of
+    writing now (``None``)."""
     from megatron.core import dist_checkpointing
 
     require_psutil()
-    dist_checkpointing.save(state, str(directory), sharded_strategy=save_strategy())
+    return dist_checkpointing.save(
+        state, str(directory), sharded_strategy=save_strategy(), async_sharded_save=asynchronous
+    )
 
 
 def load_sharded(state: dict[str, Any], directory: Path) -> dict[str, Any]:

@@ -33,8 +33,16 @@ ranks) against ``meta.json``; when one is damaged (truncated, changed, missing, 
 intact, which is why a run keeps at least two. Checkpoints of earlier versions (per-rank
 ``model_tp00_pp000.pt`` / ``optim_rank00000.pt`` files) are refused with a message.
 
-Saving is synchronous: megatron's asynchronous save needs CUDA (on CPU its writer runs in
-this process, see ``nemo_red.models.megatron_cpu.SAVE_PATCHES``).
+Saving is synchronous by default. With ``trainer.async_save`` (CUDA only) a
+:class:`CheckpointWriter` hands the tensor writes to megatron's ``AsyncCallsQueue``: the
+tensors are staged to host memory and a forked process writes them while training goes on;
+the checkpoint is published (hashed, ``meta.json`` written, renamed, ``latest`` switched) on
+a later step once every rank's writer has finished, and before the next save and at the end
+of the run. Until then ``latest`` names the previous checkpoint, so a kill during an
+asynchronous write loses nothing either. megatron's queue all-reduces CUDA tensors to agree
+that all writers are done, so on CPU the option is refused; the publication logic is tested
+on CPU with the writes run in place (``tests/training/test_async_checkpoint.py``), the
+background write itself only on a GPU.
 """
 
 from __future__ import annotations
@@ -163,34 +171,111 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Writes the checkpoint of ``step`` (collective: every rank calls it)."""
-    from megatron.core import parallel_state as ps
+    tmp = _begin(Path(root), step)
+    save_sharded(actor.sharded_state_dict(), tmp)
+    _save(_rng_state(), tmp / _rng_name())
+    return _publish(Path(root), step, _meta(step, regulator, data_state, extra), keep)
 
-    root = Path(root)
-    name = f"step_{step:06d}"
-    tmp = root / f"{name}.tmp"
-    rank = dist.get_rank()
-    if rank == 0:
+
+class CheckpointWriter:
+    """Writes a run's training checkpoints, synchronously or through megatron's
+    ``AsyncCallsQueue`` (``asynchronous``; CUDA only, see the module docstring).
+
+    Every method is collective. :meth:`poll` publishes the asynchronous saves whose writes
+    have finished on every rank (call it once per step); :meth:`wait` publishes all of them.
+    ``queue``: megatron's ``AsyncCallsQueue`` or an object with its
+    ``schedule_async_request`` / ``maybe_finalize_async_calls`` (tests).
+    """
+
+    def __init__(
+        self, root: Path, keep: int = 2, asynchronous: bool = False, queue: Any = None
+    ) -> None:
+        self.root, self.keep = Path(root), keep
+        self.asynchronous = asynchronous or queue is not None
+        if self.asynchronous and queue is None:
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    "trainer.async_save needs CUDA: megatron's AsyncCallsQueue agrees on "
+                    "finished writes through CUDA tensors (set trainer.async_save=false)"
+                )
+            from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+            queue = AsyncCallsQueue(persistent=False)
+        self.queue = queue
+
+    def save(
+        self,
+        step: int,
+        actor: MegatronActor,
+        regulator: EntropyRegulator | None,
+        data_state: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Writes (or starts writing) the checkpoint of ``step``."""
+        if not self.asynchronous:
+            save_checkpoint(self.root, step, actor, regulator, data_state, extra, self.keep)
+            return
+        self.wait()  # checkpoints are published in order
+        meta = _meta(step, regulator, data_state, extra)  # the state of now, not of later
+        tmp = _begin(self.root, step)
+        request = save_sharded(actor.sharded_state_dict(), tmp, asynchronous=True)
+        _save(_rng_state(), tmp / _rng_name())
+        request.add_finalize_fn(lambda: _publish(self.root, step, meta, self.keep))
+        self.queue.schedule_async_request(request)
+
+    def poll(self) -> None:
+        """Publishes the saves whose writes have finished on every rank."""
+        if self.asynchronous:
+            self.queue.maybe_finalize_async_calls(blocking=False)
+
+    def wait(self) -> None:
+        """Publishes every save started, waiting for its writes."""
+        if self.asynchronous:
+            self.queue.maybe_finalize_async_calls(blocking=True)
+
+
+def _begin(root: Path, step: int) -> Path:
+    """The empty ``step_N.tmp`` directory a checkpoint is written into (collective)."""
+    tmp = root / f"step_{step:06d}.tmp"
+    if dist.get_rank() == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    save_sharded(actor.sharded_state_dict(), tmp)
-    _save(_rng_state(), tmp / _rng_name())
+    return tmp
+
+
+def _meta(
+    step: int,
+    regulator: EntropyRegulator | None,
+    data_state: dict[str, Any],
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """``meta.json`` of a checkpoint of ``step`` without its file records."""
+    from megatron.core import parallel_state as ps
+
+    return {
+        "format": FORMAT,
+        "step": step,
+        "world_size": dist.get_world_size(),
+        "tp": ps.get_tensor_model_parallel_world_size(),
+        "pp": ps.get_pipeline_model_parallel_world_size(),
+        "regulator": None if regulator is None else regulator.state_dict(),
+        "data": data_state,
+        "extra": extra or {},
+    }
+
+
+def _publish(root: Path, step: int, meta: dict[str, Any], keep: int) -> Path:
+    """Hashes the written ``step_N.tmp``, writes its ``meta.json``, renames it to ``step_N``,
+    switches ``latest`` to it and prunes old checkpoints (collective)."""
+    name = f"step_{step:06d}"
+    tmp = root / f"{name}.tmp"
     files = _hash_my_share(tmp, sorted(p.name for p in tmp.iterdir()))
     everyone: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, files)
-    if rank == 0:
-        meta = {
-            "format": FORMAT,
-            "step": step,
-            "world_size": dist.get_world_size(),
-            "tp": ps.get_tensor_model_parallel_world_size(),
-            "pp": ps.get_pipeline_model_parallel_world_size(),
-            "regulator": None if regulator is None else regulator.state_dict(),
-            "data": data_state,
-            "extra": extra or {},
-            "files": {name: rec for part in everyone for name, rec in sorted(part.items())},
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    if dist.get_rank() == 0:
+        records = {name: rec for part in everyone for name, rec in sorted(part.items())}
+        (tmp / "meta.json").write_text(json.dumps({**meta, "files": records}, indent=2))
         final = root / name
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)

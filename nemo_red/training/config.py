@@ -730,6 +730,7 @@ class TrainerConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
+    async_save: bool = False
     eval_every: int = 50
     eval_at_start: bool = True
     max_consecutive_skips: int = 5

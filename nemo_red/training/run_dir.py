@@ -47,6 +47,7 @@ HISTORY_FILE = "config_history.jsonl"
 IGNORED_ON_RESUME = (
     "run.output_dir",
     "trainer.progress",
+    "trainer.async_save",
     "trainer.loggers",
     "trainer.wandb.",
     "trainer.mlflow.",

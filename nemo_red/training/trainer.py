@@ -64,6 +64,9 @@ class RedTrainer:
         """Claims the run directory, finds the checkpoint to resume, builds the run."""
         config = self.config
         checkpoints = self.run_dir / "checkpoints"
+        self.writer = checkpoint.CheckpointWriter(
+            checkpoints, config.trainer.keep_checkpoints, config.trainer.async_save
+        )
 
         def claim() -> dict[str, Any]:
             self.directory.open()
@@ -157,6 +160,7 @@ class RedTrainer:
             if trainer.eval_every and (done % trainer.eval_every == 0 or done in ends):
                 metrics.update(self.evaluate())
             self.log.write(done, metrics)
+            self.writer.poll()  # publishes an asynchronous save whose writes have finished
             progress(metrics)
             last = metrics
             if skips > trainer.max_consecutive_skips:
@@ -171,19 +175,19 @@ class RedTrainer:
         return evaluate_run(self.config, self.parts)
 
     def save(self, step: int) -> None:
-        """Writes the checkpoint of ``step``."""
-        checkpoint.save_checkpoint(
-            self.run_dir / "checkpoints",
+        """Writes (with ``trainer.async_save``: starts writing) the checkpoint of ``step``."""
+        self.writer.save(
             step,
             self.parts.actor,
             self.parts.regulator,
             self.parts.sampler.state_dict(),
             self.runner.state_dict(),
-            keep=self.config.trainer.keep_checkpoints,
         )
 
     def finish(self) -> None:
-        """Exports the policy as a HF checkpoint with its tokenizer, and draws the plots."""
+        """Publishes the last checkpoint, exports the policy as a HF checkpoint with its
+        tokenizer, and draws the plots."""
+        self.writer.wait()
         export_policy(self.parts.actor, self.parts.tokenizer, self.run_dir / "hf")
         self.finished = True
         if self.rank0:

@@ -76,6 +76,19 @@ def test_train_refuses_a_directory_it_did_not_write(sandbox: Path, capsys):
     assert _tree(sandbox) == before
 
 
+def test_asynchronous_save_without_cuda_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = tmp_path / "run"
+    args = ["train", "--config", str(TINY), f"run.output_dir={run}", "trainer.async_save=true"]
+    assert main([*args, *SHORT]) == 2
+    assert "trainer.async_save needs CUDA" in capsys.readouterr().err
+    assert not run.exists()
+
+
 @pytest.mark.slow
 def test_a_second_train_on_a_run_directory_fails_naming_the_first(tmp_path: Path, capsys):
     run = tmp_path / "run"

@@ -7,6 +7,7 @@ TP rank and pipeline stage), so layouts can be compared with a single process.
 """
 
 import argparse
+import os
 import sys
 
 import torch
@@ -55,6 +56,30 @@ def _kill_during_save(step: int) -> None:
     checkpoint._save = save
 
 
+class InPlaceWrites:
+    """megatron's ``AsyncCallsQueue`` with each request's writes run when it is scheduled
+    (megatron's background writer needs CUDA); its finalisation (the checkpoint's
+    publication) waits for ``maybe_finalize_async_calls``, as on a GPU."""
+
+    def __init__(self) -> None:
+        self.pending = []
+
+    def schedule_async_request(self, request) -> None:
+        request = request.freeze()
+        args = list(request.async_fn_args)
+        if request.preload_fn:
+            args[1] = request.preload_fn()
+        if request.async_fn is not None:
+            request.async_fn(*args, **request.async_fn_kwargs)
+        self.pending.append(request)
+
+    def maybe_finalize_async_calls(self, blocking: bool = False) -> None:
+        dist.barrier()
+        while self.pending:
+            for finalize in self.pending.pop(0).finalize_fns:
+                finalize()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tp", type=int, default=1)
@@ -68,6 +93,10 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=0)
     parser.add_argument("--stop-after", type=int, default=0, help="exit after N steps (0: all)")
     parser.add_argument("--kill-during-save-at", type=int, default=0, help="SIGKILL mid-save")
+    parser.add_argument("--async-save", action="store_true", help="CheckpointWriter, deferred")
+    parser.add_argument(
+        "--exit-before-publishing", action="store_true", help="exit with a save unpublished"
+    )
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--lr", type=float, default=1e-3, help="constant when not 1e-3")
     parser.add_argument("--nan-step", type=int, default=-1, help="a NaN advantage at step N")
@@ -84,7 +113,7 @@ def main() -> None:
     from nemo_red.models.families import ModelShape
     from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.training.actor import MegatronActor
-    from nemo_red.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from nemo_red.training.checkpoint import CheckpointWriter, latest_checkpoint, load_checkpoint
     from nemo_red.training.optim import OptimConfig, main_parameters
     from nemo_red.training.weights import full_hf_state_dict
     from tests.tiny_models import random_model
@@ -111,6 +140,10 @@ def main() -> None:
     if args.kill_during_save_at:
         _kill_during_save(args.kill_during_save_at)
     history, start = [], 0
+    writer = None
+    if args.ckpt:
+        queue = InPlaceWrites() if args.async_save else None
+        writer = CheckpointWriter(args.ckpt, keep=2, queue=queue)
     if args.ckpt and latest_checkpoint(args.ckpt) is not None:
         meta = load_checkpoint(latest_checkpoint(args.ckpt), actor, regulator)
         start, history = meta["data"]["next_step"], meta["extra"]["history"]
@@ -125,10 +158,15 @@ def main() -> None:
         w = regulator.update(stats.h_rl, stats.h_sft).weight
         metrics = actor.train_step(batch, spec, StepContext(step=step, entropy_weight=w))
         history.append({"h_rl": stats.h_rl, "h_sft": stats.h_sft, "w": w, **metrics})
-        if args.save_every and (step + 1) % args.save_every == 0:
-            save_checkpoint(
-                args.ckpt, step + 1, actor, regulator, {"next_step": step + 1}, {"history": history}
-            )
+        if writer is not None and args.save_every and (step + 1) % args.save_every == 0:
+            writer.save(step + 1, actor, regulator, {"next_step": step + 1}, {"history": history})
+        elif writer is not None and not args.exit_before_publishing:
+            writer.poll()
+    if args.exit_before_publishing:
+        dist.barrier()
+        os._exit(0)  # as a kill: the last save is written, not published
+    if writer is not None:
+        writer.wait()
 
     params = full_hf_state_dict(actor)
     if dist.get_rank() == 0:

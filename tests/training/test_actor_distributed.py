@@ -141,3 +141,24 @@ def test_non_finite_gradient_on_one_rank_skips_the_step_everywhere(tmp_path):
     assert math.isnan(run["history"][1]["grad_norm"])
     for key, value in one["params"].items():
         torch.testing.assert_close(run["params"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_asynchronous_save_is_published_later_and_resumes(tmp_path):
+    # The writes of an asynchronous save are done when it is scheduled here (megatron's
+    # background writer needs CUDA); its publication waits, as on a GPU.
+    from nemo_red.training.checkpoint import latest_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    steps = ["--steps", "4", "--ckpt", str(ckpt), "--save-every", "2", "--async-save"]
+    killed = [*steps, "--stop-after", "2", "--exit-before-publishing"]
+    run_torchrun(WORKER, 1, [*killed, "--out", str(tmp_path / "killed.pt")], timeout=300)
+    assert list((ckpt / "step_000002.tmp").glob("*.distcp"))  # written, not published
+    assert latest_checkpoint(ckpt) is None
+    _train(tmp_path, "first_half", 1, *steps, "--stop-after", "2")
+    assert latest_checkpoint(ckpt) == ckpt / "step_000002"  # published by the end of the run
+    resumed = _train(tmp_path, "resumed", 1, *steps)
+    assert latest_checkpoint(ckpt) == ckpt / "step_000004"
+    straight = _train(tmp_path, "straight", 1, "--steps", "4")
+    assert resumed["history"] == straight["history"]
+    for key, value in straight["params"].items():
+        torch.testing.assert_close(resumed["params"][key], value, rtol=0, atol=1e-6, msg=key)
