@@ -17,7 +17,6 @@ Each is timed ``--repeats`` times after one warm-up; the medians are reported. W
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_env import RESULTS, device_info, now, versions
+from bench_env import RESULTS, device_info, now, versions, write_result
 
 
 def _median_seconds(action: Callable[[], object], repeats: int) -> float:
@@ -173,9 +172,7 @@ def main() -> None:
         "median_seconds": seconds,
     }
     kind = "cuda" if torch.cuda.is_available() else "cpu"
-    out = args.out or RESULTS / f"checkpoint_io_{kind}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, args.out or RESULTS / f"checkpoint_io_{kind}.json")
 
 
 if __name__ == "__main__":

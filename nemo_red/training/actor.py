@@ -373,6 +373,16 @@ class MegatronActor:
             "scheduler": self.scheduler.state_dict(),
         }
 
+    def reset_optimizer_state(self) -> None:
+        """Starts AdamW afresh: zero first and second moments and step counts on this rank's
+        shard, as in a new run (the fp32 main weights and the LR schedule stay)."""
+        from nemo_red.models.megatron_checkpointing import distributed_optimizer
+
+        for state in distributed_optimizer(self.optimizer).optimizer.state.values():
+            for value in state.values():
+                if torch.is_tensor(value):
+                    value.zero_()
+
     def load_sharded_state_dict(self, state: dict[str, Any], schedule: bool = True) -> None:
         """Restores what ``dist_checkpointing.load`` read for :meth:`sharded_state_dict`.
 

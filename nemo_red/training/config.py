@@ -410,10 +410,14 @@ class StageConfig(StageSchedule):
             stage runs a schedule of its own over its own steps (warm-up from 0, then decay),
             taking from ``trainer.optim`` what it does not set; when none does, one schedule
             runs over the whole run.
+        fresh_optimizer: start the stage with AdamW's moments and step counts at zero, as a
+            new run would (the weights carry over). Carried moments of an SFT stage are
+            sized by its gradients, so they damp the smaller RL gradients of the next stage.
     """
 
     preset: str = "red"
     steps: int = 1
+    fresh_optimizer: bool = False
 
     def __post_init__(self) -> None:
         _at_least("algorithm.stages[]", 1, steps=self.steps)

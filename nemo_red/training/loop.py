@@ -69,6 +69,11 @@ def stage_ends(stages: Sequence[StageConfig]) -> list[int]:
     return ends
 
 
+def stage_starts(stages: Sequence[StageConfig]) -> list[int]:
+    """The step (0-based) each stage starts at."""
+    return [0, *stage_ends(stages)[:-1]]
+
+
 def stage_at(stages: list[StageConfig], step: int) -> StageConfig:
     """The stage that step ``step`` (0-based) belongs to."""
     for stage, end in zip(stages, stage_ends(stages), strict=True):

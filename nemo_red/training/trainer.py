@@ -26,7 +26,7 @@ from nemo_red.training import checkpoint
 from nemo_red.training.assembly import RunParts, assemble_run, total_steps
 from nemo_red.training.config import TrainConfig
 from nemo_red.training.evaluation import evaluate_run
-from nemo_red.training.loop import StepRunner, stage_at, stage_ends
+from nemo_red.training.loop import StepRunner, stage_at, stage_ends, stage_starts
 from nemo_red.training.parallel import (
     ParallelLayout,
     init_distributed,
@@ -149,10 +149,17 @@ class RedTrainer:
         stages = config.stages()
         skips, last = 0, {}
         ends = set(stage_ends(stages))
+        fresh = {
+            start
+            for start, stage in zip(stage_starts(stages), stages, strict=True)
+            if stage.fresh_optimizer
+        }
         if self.start_step == 0 and trainer.eval_every and trainer.eval_at_start:
             self.log.write(0, self.evaluate())  # the policy before any update
         progress = progress_bar(self.rank0 and trainer.progress, self.start_step, self.total_steps)
         for step in range(self.start_step, self.total_steps):
+            if step in fresh and step > 0:  # also on a resume at the stage's start
+                parts.actor.reset_optimizer_state()
             indices = parts.sampler.next_batch()
             metrics = self.runner.run(step, indices, stage_at(stages, step))
             skips = skips + 1 if metrics.get(names.SKIPPED, 0.0) > 0 else 0

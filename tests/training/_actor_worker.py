@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=0)
     parser.add_argument("--stop-after", type=int, default=0, help="exit after N steps (0: all)")
     parser.add_argument("--kill-during-save-at", type=int, default=0, help="SIGKILL mid-save")
+    parser.add_argument("--fresh-at", type=int, default=-1, help="fresh AdamW before step N")
     parser.add_argument("--async-save", action="store_true", help="CheckpointWriter, deferred")
     parser.add_argument(
         "--exit-before-publishing", action="store_true", help="exit with a save unpublished"
@@ -114,6 +115,7 @@ def main() -> None:
     from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.training.actor import MegatronActor
     from nemo_red.training.checkpoint import CheckpointWriter, latest_checkpoint, load_checkpoint
+    from nemo_red.models.megatron_checkpointing import distributed_optimizer
     from nemo_red.training.optim import OptimConfig, main_parameters
     from nemo_red.training.weights import full_hf_state_dict
     from tests.tiny_models import random_model
@@ -151,6 +153,9 @@ def main() -> None:
         if args.stop_after and step - start == args.stop_after:
             break
         batch = make_batch(61, seed=step)
+        if step == args.fresh_at:
+            actor.reset_optimizer_state()
+            before = main_parameters(actor.optimizer, model)
         if step == args.nan_step:  # row 0 lands on one data-parallel rank only
             batch.advantages[0] = float("nan")
         stats = actor.compute_logprobs_and_entropy(batch)
@@ -158,6 +163,9 @@ def main() -> None:
         w = regulator.update(stats.h_rl, stats.h_sft).weight
         metrics = actor.train_step(batch, spec, StepContext(step=step, entropy_weight=w))
         history.append({"h_rl": stats.h_rl, "h_sft": stats.h_sft, "w": w, **metrics})
+        if step == args.fresh_at:
+            after = main_parameters(actor.optimizer, model)
+            history[-1]["update"] = {k: after[k] - before[k] for k in after}
         if writer is not None and args.save_every and (step + 1) % args.save_every == 0:
             writer.save(step + 1, actor, regulator, {"next_step": step + 1}, {"history": history})
         elif writer is not None and not args.exit_before_publishing:
@@ -175,6 +183,8 @@ def main() -> None:
             result["initial"] = initial
             result["model"] = {k: v.detach().clone() for k, v in model.named_parameters()}
             result["main"] = main_parameters(actor.optimizer, model)
+            inner = distributed_optimizer(actor.optimizer).optimizer
+            result["adam_steps"] = sorted({float(st["step"]) for st in inner.state.values()})
         torch.save(result, args.out)
     shutdown_distributed()
 

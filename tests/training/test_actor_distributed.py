@@ -162,3 +162,19 @@ def test_asynchronous_save_is_published_later_and_resumes(tmp_path):
     assert resumed["history"] == straight["history"]
     for key, value in straight["params"].items():
         torch.testing.assert_close(resumed["params"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_fresh_optimizer_takes_adams_first_step_again(tmp_path):
+    # Adam's first step from zero moments moves every weight by lr * g / (|g| + eps), i.e.
+    # by lr (weight decay adds lr * wd * |p| <= 1e-4 lr here); carried moments do not.
+    lr, steps = 1e-4, ["--steps", "3", "--lr", "1e-4", "--preset", "grpo"]
+    fresh = _train(tmp_path, "fresh", 1, *steps, "--fresh-at", "2")
+    assert fresh["adam_steps"] == [1.0]  # counted from the reset
+    carried = _train(tmp_path, "carried", 1, *steps)
+    assert carried["adam_steps"] == [3.0]
+    update = torch.cat([u.flatten().abs() for u in fresh["history"][2]["update"].values()])
+    moved = update[update > 0]
+    assert moved.numel() > 0.9 * update.numel()
+    assert float(moved.median()) == pytest.approx(lr, rel=1e-3)
+    steps_after = [h["loss/total"] for h in carried["history"][:2]]
+    assert [h["loss/total"] for h in fresh["history"][:2]] == steps_after  # same until the reset
