@@ -112,10 +112,10 @@ def main() -> None:
 
     from nemo_red.models.conversion import hf_to_megatron
     from nemo_red.models.families import ModelShape
+    from nemo_red.models.megatron_checkpointing import distributed_optimizer
     from nemo_red.models.megatron_gpt import build_gpt_model
     from nemo_red.training.actor import MegatronActor
     from nemo_red.training.checkpoint import CheckpointWriter, latest_checkpoint, load_checkpoint
-    from nemo_red.models.megatron_checkpointing import distributed_optimizer
     from nemo_red.training.optim import OptimConfig, main_parameters
     from nemo_red.training.weights import full_hf_state_dict
     from tests.tiny_models import random_model
