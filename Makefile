@@ -67,3 +67,4 @@ bench: setup
 	$(BIN)/python benchmarks/memory_plan.py
 	$(BIN)/python benchmarks/decode_bound.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/checkpoint_io.py

@@ -70,8 +70,8 @@ def test_overrides_and_interpolation():
             "must exceed trainer.optim.warmup_steps (9)",
         ),
         (
-            ["algorithm.sft_warmup_optim.warmup_steps=240"],
-            "algorithm.stages[0] (sft): schedule 'cosine' decays after the warm-up: its 240 steps",
+            ["algorithm.sft_warmup_optim.warmup_steps=270"],
+            "algorithm.stages[0] (sft): schedule 'cosine' decays after the warm-up: its 270 steps",
         ),
         (["algorithm.sft_warmup_steps=500"], "must be below trainer.total_steps"),
         # every value is checked at load, naming its key (not at first use)

@@ -32,7 +32,7 @@ def test_resuming_with_another_config_is_refused_unless_allowed(tmp_path):
         with pytest.raises(ConfigError) as err:
             run.check_config(changed, resuming=True, allow_change=False)
         assert "trainer.optim.lr: 3e-05 -> 0.001" in str(err.value)
-        assert "trainer.total_steps: 290 -> 300" in str(err.value)
+        assert "trainer.total_steps: 320 -> 300" in str(err.value)
         assert "--allow-config-change" in str(err.value)
         changes = run.check_config(changed, resuming=True, allow_change=True)
         assert set(changes) == {"trainer.total_steps", "trainer.optim.lr"}
@@ -41,7 +41,7 @@ def test_resuming_with_another_config_is_refused_unless_allowed(tmp_path):
         run.record_start(changed, 150, changes)
         history = [json.loads(line) for line in (tmp_path / "run" / "config_history.jsonl").open()]
         assert [h["start_step"] for h in history] == [0, 150]
-        assert history[1]["changed"]["trainer.total_steps"] == {"from": 290, "to": 300}
+        assert history[1]["changed"]["trainer.total_steps"] == {"from": 320, "to": 300}
         assert history[1]["config"]["trainer"]["total_steps"] == 300
         assert "total_steps: 300" in (tmp_path / "run" / "config.yaml").read_text()
     finally:
