@@ -19,12 +19,13 @@ from nemo_red.training.config import load_config
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_env import tiny_run_overrides  # noqa: E402
 from trl_grpo import grader_reward, grpo_args, prompt_rows  # noqa: E402
-from trl_step import CONFIG, TRL_PYTHON, run_overrides  # noqa: E402
+from trl_step import CONFIG, TRL_PYTHON  # noqa: E402
 
 
 def _tiny(*overrides: str):  # type: ignore[no-untyped-def]
-    return load_config(CONFIG, [*run_overrides(6), "algorithm.preset=grpo", *overrides])
+    return load_config(CONFIG, [*tiny_run_overrides(6), "algorithm.preset=grpo", *overrides])
 
 
 def test_grpo_args_do_the_tiny_steps_work() -> None:
@@ -108,7 +109,7 @@ def test_trl_runs_two_timed_steps(tmp_path: Path) -> None:
     out = tmp_path / "steps.json"
     cmd = [str(TRL_PYTHON), str(REPO / "benchmarks" / "trl_grpo.py"), "--config", str(CONFIG)]
     cmd += ["--model", str(model), "--train", str(train), "--steps", "2", "--out", str(out)]
-    cmd += [*run_overrides(2), "trainer.prompts_per_step=2", "rollout.max_new_tokens=4"]
+    cmd += [*tiny_run_overrides(2), "trainer.prompts_per_step=2", "rollout.max_new_tokens=4"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run(cmd, check=True, env=env, timeout=600)
     result = json.loads(out.read_text())
