@@ -46,6 +46,8 @@ from bench_env import (  # noqa: E402
 
 CONFIG = REPO_ROOT / "examples" / "conf" / "tiny_red.yaml"
 TRL_PYTHON = REPO_ROOT / ".venv-trl" / "bin" / "python"
+# sampling at temperature 1 on both sides, whatever the tiny default samples its RED stage at
+SAMPLING = ["rollout.temperature=1.0"]
 NEMO_PHASES = ("rollout", "grading", "logprobs", "train", "refit", "step")
 TRL_PHASES = ("rollout", "grading", "train", "step")
 
@@ -62,6 +64,7 @@ def run_nemo_red(preset: str, steps: int, out: Path) -> dict[str, float]:
     """Mean seconds per phase of a nemo_red run of ``preset`` (steps 2..N)."""
     cmd = [sys.executable, "-m", "nemo_red.cli", "train", "--config", str(CONFIG)]
     cmd += [f"run.output_dir={out}", f"algorithm.preset={preset}", *tiny_run_overrides(steps)]
+    cmd += SAMPLING
     subprocess.run(cmd, check=True, env=_env(), capture_output=True)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     phases = [{p: r[f"time/{p}"] for p in NEMO_PHASES} for r in rows]
@@ -76,7 +79,7 @@ def run_trl(python: Path, model: Path, train: Path, steps: int, out: Path) -> di
     out.mkdir(parents=True)
     cmd = [str(python), str(REPO_ROOT / "benchmarks" / "trl_grpo.py"), "--config", str(CONFIG)]
     cmd += ["--model", str(model), "--train", str(train), "--steps", str(steps)]
-    cmd += ["--out", str(out / "steps.json"), *tiny_run_overrides(steps)]
+    cmd += ["--out", str(out / "steps.json"), *tiny_run_overrides(steps), *SAMPLING]
     subprocess.run(cmd, check=True, env=_env(), capture_output=True)
     result = json.loads((out / "steps.json").read_text())
     means = _mean_after_first(result["steps"], TRL_PHASES)
@@ -140,7 +143,7 @@ def main() -> None:
         },
         "config": {
             "config": "examples/conf/tiny_red.yaml",
-            "overrides": tiny_run_overrides(args.steps),
+            "overrides": [*tiny_run_overrides(args.steps), *SAMPLING],
             "steps": args.steps,
             "repeats": args.repeats,
             "order": order,

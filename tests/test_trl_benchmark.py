@@ -21,11 +21,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_env import tiny_run_overrides  # noqa: E402
 from trl_grpo import grader_reward, grpo_args, prompt_rows  # noqa: E402
-from trl_step import CONFIG, TRL_PYTHON  # noqa: E402
+from trl_step import CONFIG, SAMPLING, TRL_PYTHON  # noqa: E402
 
 
 def _tiny(*overrides: str):  # type: ignore[no-untyped-def]
-    return load_config(CONFIG, [*tiny_run_overrides(6), "algorithm.preset=grpo", *overrides])
+    return load_config(
+        CONFIG, [*tiny_run_overrides(6), *SAMPLING, "algorithm.preset=grpo", *overrides]
+    )
 
 
 def test_grpo_args_do_the_tiny_steps_work() -> None:
