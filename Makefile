@@ -14,7 +14,12 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_TESTS ?= 1
 
-.PHONY: setup test test-main test-quick test-vllm lint format bench demo
+# Hugging Face TRL for `make bench-trl` (nemo_red's tiny step against TRL's GRPOTrainer);
+# not part of `make test`.
+TRL_VENV := .venv-trl
+TRL_STAMP := $(TRL_VENV)/.installed
+
+.PHONY: setup test test-main test-quick test-vllm lint format bench bench-trl demo
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +55,13 @@ $(VLLM_STAMP): pyproject.toml constraints/cpu.txt
 	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton
 	touch $@
 
+$(TRL_STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(TRL_VENV)/bin/python || $(PYTHON) -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/pip install --quiet -c constraints/cpu.txt -e '.[trl]'
+	# the benchmark runs on the CPU wheel of torch: refuse an environment that pulled CUDA
+	! $(TRL_VENV)/bin/pip list 2>/dev/null | grep -i -E '^(nvidia-|triton )'
+	touch $@
+
 test-vllm: $(VLLM_STAMP)
 	VLLM_LOGGING_LEVEL=WARNING $(VLLM_VENV)/bin/python -m pytest -q tests/rollout/test_vllm_engine.py
 
@@ -68,3 +80,6 @@ bench: setup
 	$(BIN)/python benchmarks/decode_bound.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/checkpoint_io.py
+
+bench-trl: setup $(TRL_STAMP)
+	$(BIN)/python benchmarks/trl_step.py --trl-python $(TRL_VENV)/bin/python

@@ -45,6 +45,19 @@ def versions(*packages: str) -> dict[str, str]:
     return found
 
 
+def tiny_run_overrides(steps: int) -> list[str]:
+    """The overrides the step benchmarks read the tiny default with: no SFT stage, a
+    constant learning rate, ``steps`` steps, no evaluation."""
+    return [
+        "algorithm.sft_warmup_steps=0",
+        "trainer.optim.warmup_steps=0",
+        f"trainer.total_steps={steps}",
+        "trainer.eval_every=0",
+        f"trainer.checkpoint_every={steps}",
+        "trainer.progress=false",
+    ]
+
+
 def now() -> str:
     """The current UTC time, ISO 8601."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

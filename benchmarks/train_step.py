@@ -22,7 +22,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_env import RESULTS, device_info, now, versions, write_result  # noqa: E402
+from bench_env import (  # noqa: E402
+    RESULTS,
+    device_info,
+    now,
+    tiny_run_overrides,
+    versions,
+    write_result,
+)
 
 PHASES = ("rollout", "grading", "logprobs", "train", "refit", "step")
 
@@ -37,12 +44,7 @@ def _run(preset: str, steps: int, out: Path) -> dict[str, float]:
         str(REPO_ROOT / "examples" / "conf" / "tiny_red.yaml"),
         f"run.output_dir={out}",
         f"algorithm.preset={preset}",
-        "algorithm.sft_warmup_steps=0",
-        "trainer.optim.warmup_steps=0",
-        f"trainer.total_steps={steps}",
-        "trainer.eval_every=0",
-        f"trainer.checkpoint_every={steps}",
-        "trainer.progress=false",
+        *tiny_run_overrides(steps),
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     subprocess.run(cmd, check=True, env=env, capture_output=True)

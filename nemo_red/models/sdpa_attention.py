@@ -20,7 +20,9 @@ Either way each sequence is attended with ``is_causal=True`` (the flash kernel o
 a packed row costs the sum of its sequences' squared lengths rather than the row's; runs of
 one-token segments (the packing's padding) attend only to themselves, so their outputs are
 their values. Any other mask (the samplers' decoding steps) goes to SDPA as a boolean mask.
-Grouped-query heads are repeated as megatron does.
+Grouped-query heads are repeated as megatron does when autograd records the call (and on
+CUDA), and read in place by SDPA (``enable_gqa``, the same outputs) on CPU when it does not:
+sampling and log-probs.
 
 Semantics that differ from megatron's, and why they do not matter here: a query row whose
 every key is masked gets megatron's uniform attention over all keys there and plain
@@ -81,7 +83,13 @@ class SDPADotProductAttention(DotProductAttention):
                 query, key, value, attention_mask, attn_mask_type, attention_bias, packed_seq_params
             )
         groups = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
-        if groups > 1:
+        # Without autograd, on CPU, SDPA reads the grouped heads itself (``enable_gqa``): the
+        # same outputs, bit for bit, without copying keys and values per query head (a whole
+        # KV cache per decoding step). Its backward sums the grouped heads' gradients in
+        # another order, so training keeps megatron's repeat; on CUDA the masked (memory-
+        # efficient) kernel has no GQA and would fall back to the math kernel.
+        gqa = groups > 1 and not torch.is_grad_enabled() and query.device.type == "cpu"
+        if groups > 1 and not gqa:
             key = key.repeat_interleave(groups, dim=2)
             value = value.repeat_interleave(groups, dim=2)
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, np, s, hn]
@@ -91,26 +99,36 @@ class SDPADotProductAttention(DotProductAttention):
         if segments is None and attention_mask is None and causal_type and sq > 1:
             segments = [Segment(0, sq, False)]  # megatron builds a causal mask for this
         if segments is not None:
-            context = torch.cat([self._causal(q, k, v, segment) for segment in segments], dim=2)
+            context = torch.cat(
+                [self._causal(q, k, v, segment, gqa) for segment in segments], dim=2
+            )
         else:
             context = functional.scaled_dot_product_attention(
-                q, k, v, attn_mask=_may_attend(attention_mask), scale=self.softmax_scale
+                q,
+                k,
+                v,
+                attn_mask=_may_attend(attention_mask),
+                scale=self.softmax_scale,
+                enable_gqa=gqa,
             )
         return context.permute(2, 0, 1, 3).reshape(sq, b, -1)
 
     def _causal(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment: Segment
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment: Segment, gqa: bool
     ) -> torch.Tensor:
-        """Causal attention within one segment ``[b, np, end - start, hn]``."""
+        """Causal attention within one segment ``[b, np, end - start, hn]`` (``gqa``: ``k``
+        and ``v`` have the grouped heads)."""
         start, end = segment.start, segment.end
-        if segment.self_only:
-            return v[:, :, start:end]  # softmax over a single key is 1
+        if segment.self_only:  # softmax over a single key is 1
+            values = v[:, :, start:end]
+            return values.repeat_interleave(q.shape[1] // v.shape[1], dim=1) if gqa else values
         return functional.scaled_dot_product_attention(
             q[:, :, start:end],
             k[:, :, start:end],
             v[:, :, start:end],
             is_causal=True,
             scale=self.softmax_scale,
+            enable_gqa=gqa,
         )
 
 

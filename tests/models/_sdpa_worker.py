@@ -6,7 +6,8 @@ causal mask type, a decoding query against a cache), and for a packed row given 
 boundaries (``PackedSeqParams``, what the actor passes; also through megatron's own code, the
 fallback), it compares outputs and the gradients of q, k and v in fp32, writing the largest
 differences as JSON. A negative control shows the comparison catches a wrong mask
-(non-causal).
+(non-causal). Without autograd (sampling, log-probs) SDPA reads grouped heads in place; each
+SDPA case also records whether that output equals the one with autograd bit for bit.
 """
 
 import argparse
@@ -41,6 +42,13 @@ def _largest_difference(runs, q, k, v) -> float:
     )
 
 
+def _same_without_autograd(attend, q, k, v) -> bool:
+    """Whether ``attend`` gives bit-identical outputs with and without autograd."""
+    with torch.no_grad():
+        fast = attend(q, k, v)
+    return torch.equal(attend(q, k, v).detach(), fast)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -67,6 +75,7 @@ def main() -> None:
         "none_causal_type": None,
     }
     report = {}
+    no_grad_equal = {}
     for heads, groups in ((4, 4), (12, 2)):
         shape = ModelShape("qwen2", 64, heads * hn, 64, 1, heads, groups, hn, 1e-6, 1e4, 64, False)
         config = transformer_config(shape)
@@ -86,7 +95,8 @@ def main() -> None:
                 v = torch.randn(s, 2, groups, hn, requires_grad=True)
                 # megatron builds its default causal mask for None on CUDA only: pass it here
                 explicit = masks["causal"] if mask is None and sq > 1 else mask
-                report[f"h{heads}_g{groups}_{name}_sq{sq}"] = _largest_difference(
+                case = f"h{heads}_g{groups}_{name}_sq{sq}"
+                report[case] = _largest_difference(
                     [
                         partial(reference, attention_mask=explicit),
                         partial(sdpa, attention_mask=mask),
@@ -94,6 +104,9 @@ def main() -> None:
                     q,
                     k,
                     v,
+                )
+                no_grad_equal[case] = _same_without_autograd(
+                    partial(sdpa, attention_mask=mask), q, k, v
                 )
         # the actor's packed row: boundaries instead of a mask (batch 1), natively and
         # through megatron's code (query-key layer scaling is one of the fallback's triggers)
@@ -112,11 +125,13 @@ def main() -> None:
             report[f"h{heads}_g{groups}_{name}"] = _largest_difference(
                 [partial(reference, attention_mask=masks["packed"]), thd], q, k, v
             )
+            no_grad_equal[f"h{heads}_g{groups}_{name}"] = _same_without_autograd(thd, q, k, v)
         q, k, v = (torch.randn(s, 1, n, hn) for n in (heads, groups, groups))
         wrong = sdpa(q, k, v, torch.zeros(1, 1, s, s, dtype=torch.bool))  # attends to the future
         report[f"h{heads}_g{groups}_control_no_causality"] = float(
             (wrong - reference(q, k, v, masks["causal"])).abs().max()
         )
+    report["no_grad_equal"] = no_grad_equal
     ps.destroy_model_parallel()
     with open(args.out, "w") as handle:
         json.dump(report, handle)

@@ -16,6 +16,10 @@ def test_sdpa_matches_megatron_attention_and_the_control_fails(tmp_path):
     out = tmp_path / "report.json"
     run_torchrun(Path(__file__).with_name("_sdpa_worker.py"), 1, ["--out", str(out)])
     report = json.loads(out.read_text())
+    # sampling and log-probs (no autograd) read grouped heads in place: the same bits
+    no_grad_equal = report.pop("no_grad_equal")
+    assert len(no_grad_equal) == 2 * (3 * 2 + 2)
+    assert all(no_grad_equal.values()), no_grad_equal
     controls = {k: v for k, v in report.items() if "control" in k}
     cases = {k: v for k, v in report.items() if k not in controls}
     # head ratios x (masks x (prefill, decode) + boundaries natively and through megatron)
