@@ -241,6 +241,7 @@ def test_training_loop_with_the_vllm_engine(tmp_path):
         str(root / "examples" / "conf" / "tiny_red.yaml"),
         f"run.output_dir={out}",
         "rollout.engine=vllm",
+        "rollout.temperature=1.0",  # the actor scores the untempered policy
         "trainer.total_steps=3",
         "algorithm.sft_warmup_steps=1",
         "algorithm.sft_warmup_optim.warmup_steps=0",
