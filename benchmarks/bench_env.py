@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -56,6 +58,23 @@ def tiny_run_overrides(steps: int) -> list[str]:
         f"trainer.checkpoint_every={steps}",
         "trainer.progress=false",
     ]
+
+
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "conf" / "tiny_red.yaml"
+STEP_PHASES = ("rollout", "grading", "logprobs", "train", "refit", "step")
+"""The phases of a training step whose seconds ``metrics.jsonl`` records as ``time/<phase>``."""
+
+
+def run_tiny_default(preset: str, steps: int, out: Path, *extra: str) -> list[dict]:
+    """Trains the tiny default with ``preset`` for ``steps`` steps through the CLI (with
+    :func:`tiny_run_overrides` and ``extra`` overrides) into ``out``; returns its metrics
+    rows, one per step."""
+    repo = TINY_CONFIG.parents[2]
+    cmd = [sys.executable, "-m", "nemo_red.cli", "train", "--config", str(TINY_CONFIG)]
+    cmd += [f"run.output_dir={out}", f"algorithm.preset={preset}", *tiny_run_overrides(steps)]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    subprocess.run([*cmd, *extra], check=True, env=env, capture_output=True)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def now() -> str:

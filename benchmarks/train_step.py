@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,32 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_env import (  # noqa: E402
     RESULTS,
+    STEP_PHASES,
     device_info,
     now,
-    tiny_run_overrides,
+    run_tiny_default,
     versions,
     write_result,
 )
 
-PHASES = ("rollout", "grading", "logprobs", "train", "refit", "step")
-
 
 def _run(preset: str, steps: int, out: Path) -> dict[str, float]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "nemo_red.cli",
-        "train",
-        "--config",
-        str(REPO_ROOT / "examples" / "conf" / "tiny_red.yaml"),
-        f"run.output_dir={out}",
-        f"algorithm.preset={preset}",
-        *tiny_run_overrides(steps),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    subprocess.run(cmd, check=True, env=env, capture_output=True)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
-    means = {p: statistics.mean(r[f"time/{p}"] for r in rows) for p in PHASES}
+    rows = run_tiny_default(preset, steps, out)[1:]
+    means = {p: statistics.mean(r[f"time/{p}"] for r in rows) for p in STEP_PHASES}
     means["tokens_per_s"] = statistics.mean(r["throughput/tokens_per_s"] for r in rows)
     return means
 

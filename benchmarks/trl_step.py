@@ -37,18 +37,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_env import (  # noqa: E402
     RESULTS,
+    STEP_PHASES,
+    TINY_CONFIG,
     device_info,
     now,
+    run_tiny_default,
     tiny_run_overrides,
     versions,
     write_result,
 )
 
-CONFIG = REPO_ROOT / "examples" / "conf" / "tiny_red.yaml"
+CONFIG = TINY_CONFIG
 TRL_PYTHON = REPO_ROOT / ".venv-trl" / "bin" / "python"
 # sampling at temperature 1 on both sides, whatever the tiny default samples its RED stage at
 SAMPLING = ["rollout.temperature=1.0"]
-NEMO_PHASES = ("rollout", "grading", "logprobs", "train", "refit", "step")
 TRL_PHASES = ("rollout", "grading", "train", "step")
 
 
@@ -62,13 +64,9 @@ def _mean_after_first(rows: list[dict[str, float]], keys: tuple[str, ...]) -> di
 
 def run_nemo_red(preset: str, steps: int, out: Path) -> dict[str, float]:
     """Mean seconds per phase of a nemo_red run of ``preset`` (steps 2..N)."""
-    cmd = [sys.executable, "-m", "nemo_red.cli", "train", "--config", str(CONFIG)]
-    cmd += [f"run.output_dir={out}", f"algorithm.preset={preset}", *tiny_run_overrides(steps)]
-    cmd += SAMPLING
-    subprocess.run(cmd, check=True, env=_env(), capture_output=True)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    phases = [{p: r[f"time/{p}"] for p in NEMO_PHASES} for r in rows]
-    means = _mean_after_first(phases, NEMO_PHASES)
+    rows = run_tiny_default(preset, steps, out, *SAMPLING)
+    phases = [{p: r[f"time/{p}"] for p in STEP_PHASES} for r in rows]
+    means = _mean_after_first(phases, STEP_PHASES)
     means["completion_length"] = statistics.mean(r["length/online_mean"] for r in rows)
     means["reward"] = statistics.mean(r["reward/online_accuracy"] for r in rows)
     return means
