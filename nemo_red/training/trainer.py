@@ -158,7 +158,7 @@ class RedTrainer:
             self.log.write(0, self.evaluate())  # the policy before any update
         progress = progress_bar(self.rank0 and trainer.progress, self.start_step, self.total_steps)
         for step in range(self.start_step, self.total_steps):
-            if step in fresh and step > 0:  # also on a resume at the stage's start
+            if step in fresh:  # also on a resume at the stage's start
                 parts.actor.reset_optimizer_state()
             indices = parts.sampler.next_batch()
             metrics = self.runner.run(step, indices, stage_at(stages, step))
