@@ -32,7 +32,7 @@ from nemo_red.rollout.base import RolloutEngine
 from nemo_red.rollout.registry import EngineRequest, build_engine, engine_info
 from nemo_red.training.actor import MegatronActor
 from nemo_red.training.config import TrainConfig
-from nemo_red.training.evaluation import EvalSet, benchmark_sets, held_out_set
+from nemo_red.training.evaluation import EvalSet, benchmark_sets, held_out_set, named_set
 from nemo_red.training.optim import OptimConfig
 from nemo_red.training.setup import (
     build_policy,
@@ -127,6 +127,10 @@ def _eval_sets(config: TrainConfig, path: Path | None, tokenizer: Any) -> list[E
     if path is not None:
         problems = _load(config, path, train=False).problems
         sets.append(held_out_set(_tokenize(config, problems, tokenizer, teacher=False)[0]))
+    for name, set_path in data.eval_sets.items():
+        problems = _load(config, Path(set_path), train=False).problems
+        tokenized = _tokenize(config, problems, tokenizer, teacher=False)[0]
+        sets.append(named_set(name, tokenized))
     if data.eval_benchmarks:
         sets += benchmark_sets(
             data.eval_benchmarks,

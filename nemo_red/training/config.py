@@ -8,6 +8,7 @@ the key, and cross-field checks run before any model is built. Defaults live onl
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -164,7 +165,9 @@ class DataConfig:
     the run directory and used for training and evaluation. Evaluation during training uses
     the first ``eval_limit`` problems of ``eval_path`` and of each benchmark named in
     ``eval_benchmarks`` (found in ``benchmark_dir``, default ``$NEMO_RED_BENCHMARK_DATA`` or
-    ``data/benchmarks``; see ``nemo-red eval``).
+    ``data/benchmarks``; see ``nemo-red eval``), and the first ``eval_limit`` problems of each
+    file in ``eval_sets`` (name -> path, in ``eval_layout``), logged as ``eval/<name>/...``
+    (e.g. a validation split, or the parts of a test set scored apart).
     """
 
     train_path: str | None = None
@@ -174,6 +177,7 @@ class DataConfig:
     eval_layout: str = "auto"
     eval_limit: int = 64
     eval_benchmarks: list[str] = field(default_factory=list)
+    eval_sets: dict[str, str] = field(default_factory=dict)
     benchmark_dir: str | None = None
     template: str = "qwen_boxed"
     system_prompt: str | None = None
@@ -211,6 +215,14 @@ class DataConfig:
             max_prompt_tokens=self.max_prompt_tokens,
             max_response_tokens=self.max_response_tokens,
         )
+        for name in self.eval_sets:
+            _require(
+                re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) is not None
+                and name not in ("overall", *self.eval_benchmarks),
+                f"data.eval_sets.{name}",
+                "a name of letters, digits, '_', '.', '-' that is not 'overall' or a benchmark",
+                name,
+            )
         if self.eval_path is not None and self.train_path is None:
             raise ConfigError(
                 "data.eval_path needs data.train_path (without it the generated task's own "

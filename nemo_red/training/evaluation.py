@@ -1,8 +1,9 @@
 """Evaluation during training.
 
 Every ``trainer.eval_every`` steps the trainer evaluates the held-out problems of the run
-(``data.eval_path``, or the generated task's test split) and, when ``data.eval_benchmarks``
-names any, the first ``data.eval_limit`` problems of each of those benchmarks, through the
+(``data.eval_path``, or the generated task's test split), the files of ``data.eval_sets``
+(``eval/<name>/...``) and, when ``data.eval_benchmarks`` names any, the first
+``data.eval_limit`` problems of each of those benchmarks, through the
 same sampling and grading code as ``nemo-red eval``
 (:func:`nemo_red.evaluation.generate_records`), with the run's rollout engine and prompt
 template. Problems are shared over data-parallel ranks and the records gathered, so every
@@ -46,12 +47,19 @@ class EvalSet:
     name: str
     items: list[EvalItem]
     prompt_ids: list[list[int]]
+    benchmark: bool = True  # counted in ``eval/overall/accuracy``, the mean over benchmarks
 
 
 def held_out_set(problems: Sequence[TokenizedProblem]) -> EvalSet:
     """The run's held-out problems (already tokenized) as an evaluation set."""
-    items = [EvalItem(HELD_OUT, p.uid, p.question, p.gold) for p in problems]
-    return EvalSet(HELD_OUT, items, [list(p.prompt_ids) for p in problems])
+    return named_set(HELD_OUT, problems)
+
+
+def named_set(name: str, problems: Sequence[TokenizedProblem]) -> EvalSet:
+    """Held-out problems (already tokenized) logged as ``eval/<name>/...`` (``eval/...`` for
+    the run's own held-out set); not a benchmark, so not in ``eval/overall/accuracy``."""
+    items = [EvalItem(name, p.uid, p.question, p.gold) for p in problems]
+    return EvalSet(name, items, [list(p.prompt_ids) for p in problems], benchmark=False)
 
 
 def benchmark_sets(
@@ -138,7 +146,7 @@ def evaluate_sets(
     for eval_set in sets:
         summary = summarise([r for r in merged if r["benchmark"] == eval_set.name])
         metrics.update(_set_metrics(eval_set.name, summary))
-        if eval_set.name != HELD_OUT and "accuracy" in summary:
+        if eval_set.benchmark and "accuracy" in summary:
             accuracies.append(summary["accuracy"])
     if accuracies:
         metrics[names.OVERALL_ACCURACY] = sum(accuracies) / len(accuracies)

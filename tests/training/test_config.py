@@ -133,6 +133,8 @@ def test_overrides_and_interpolation():
         (["parallel.overlap_param_gather=true"], "needs parallel.overlap_grad_reduce: true"),
         (["parallel.cp=2"], "unknown key 'parallel.cp'"),
         (["run.seed=-3"], "run.seed must be >= 0"),
+        (["data.eval_sets={overall: x.jsonl}"], "data.eval_sets.overall"),
+        (["data.eval_sets={'a b': x.jsonl}"], "data.eval_sets.a b"),
     ],
 )
 def test_bad_configs(overrides, message):
