@@ -72,17 +72,18 @@ def test_run_and_arm_summaries_by_hand():
     assert arm.late_std == pytest.approx(math.sqrt(2 * 0.025**2))
     assert arm.steps_to_90_mean == 3.0
     assert arm.wall_s_mean == 12.0  # unknown wall times are left out
+    assert arm.accuracy_ci95 == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
+    assert arm.parts == {
+        "held-out": {"values": [0.5, 0.3], "mean": pytest.approx(0.4), "ci95": arm.accuracy_ci95}
+    }
     table = markdown_table([arm])
     assert table.splitlines()[0] == (
-        "| arm | final accuracy (%, mean ± std) | last 3 evals (%, mean ± std) "
-        "| final, per seed (%) | response length (tokens) | steps to 90% | wall s |"
+        "| arm | accuracy (%, mean ± 95% CI) | final, per seed (%) "
+        "| response length (tokens) | wall s |"
     )
-    assert (
-        table.splitlines()[2]
-        == "| red | 40.0 ± 14.1 | 32.5 ± 3.5 | 50.0, 30.0 | 15.0 | 3.0 | 12.0 |"
-    )
-    with_base = markdown_table([arm], base_accuracy=0.25).splitlines()
-    assert with_base[2] == "| (base model: start) | 25.0 | | | | | |"
+    assert table.splitlines()[2] == "| red | 40.0 ± 127.1 | 50.0, 30.0 | 15.0 | 12.0 |"
+    with_base = markdown_table([arm], base=run2).splitlines()
+    assert with_base[2] == "| (base model: start) | 30.0 |  |  |  |"
     assert with_base[3] == table.splitlines()[2]
 
 
@@ -90,7 +91,7 @@ def test_runs_without_rollouts_or_accuracy_give_dashes():
     run = summarize_run("sft", 1, [{"step": 1, "time/step": 1.0}], wall_s=None)
     assert run.final_accuracy is None
     assert run.mean_response_length is None
-    assert "| sft | - | - | - | - | - | - |" in markdown_table([summarize_arm("sft", [run])])
+    assert "| sft | - | - | - | - |" in markdown_table([summarize_arm("sft", [run])])
 
 
 def test_mean_curve_averages_the_seeds_logged_at_each_step():
@@ -122,7 +123,75 @@ def test_aggregate_writes_json_table_and_plots(tmp_path):
     lines = (tmp_path / "out" / "results.md").read_text().splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["grpo", "red"]
     # fractions in the file, percent in the table a person reads
-    assert lines[2].startswith("| grpo | 30.0 ± 14.1 | 22.5 ± 10.6 | 20.0, 40.0 |")
+    assert lines[2].startswith("| grpo | 30.0 ± 127.1 | 20.0, 40.0 |")  # t(1) = 12.706
     assert document["table"] == "\n".join(lines) + "\n"
     names = {p.rsplit("/", 1)[-1] for p in document["plots"]}
     assert names == {"accuracy.png", "entropy_h_rl.png", "entropy_h_sft.png", "weight_w.png"}
+
+
+def _write_run(run_dir, rows):
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir
+
+
+def test_parts_selection_and_paired_verdicts_against_the_reference(tmp_path):
+    """Two parts: the run's accuracy is their mean; verdicts are paired per seed."""
+    parts = {"recall": "eval/test_recall/accuracy", "extend": "eval/test_extend/accuracy"}
+    finals = {  # arm -> seed -> (recall, extend)
+        "red": {1: (0.8, 0.2), 2: (0.7, 0.3), 3: (0.9, 0.1)},
+        "sft": {1: (0.6, 0.3), 2: (0.5, 0.4), 3: (0.7, 0.2)},  # recall -20, extend +10 each
+    }
+    runs = {}
+    for arm, per_seed in finals.items():
+        runs[arm] = {}
+        for seed, (recall, extend) in per_seed.items():
+            rows = [
+                {"step": 1, parts["recall"]: recall / 2, parts["extend"]: 0.0},
+                {"step": 2, parts["recall"]: recall, parts["extend"]: extend},
+            ]
+            runs[arm][seed] = _write_run(tmp_path / arm / str(seed), rows)
+    base = _write_run(
+        tmp_path / "base", [{"step": 5, parts["recall"]: 0.75, parts["extend"]: 0.05}]
+    )
+    selection = {"name": "lr", "chosen_labels": {"red": "3e-05", "sft": "1e-05"}}
+    document = aggregate(
+        runs, {}, tmp_path / "out", base_run=base, parts=parts, reference="red",
+        selection=selection,
+    )  # fmt: skip
+    red, sft = document["arms"]["red"], document["arms"]["sft"]
+    assert red["final_accuracy"] == pytest.approx([0.5, 0.5, 0.5])  # (recall + extend) / 2
+    assert red["runs"]["1"]["part_accuracy"] == {"recall": 0.8, "extend": 0.2}
+    assert sft["parts"]["recall"]["mean"] == pytest.approx(0.6)
+    assert sft["parts"]["extend"]["mean"] == pytest.approx(0.3)
+    versus = sft["versus_reference"]
+    assert versus["recall"]["differences"] == pytest.approx([-0.2] * 3)
+    assert versus["recall"]["verdict"] == "worse"
+    assert versus["extend"]["verdict"] == "better"
+    assert versus["overall"]["differences"] == pytest.approx([-0.05] * 3)
+    assert versus["overall"]["verdict"] == "worse"
+    assert red["versus_reference"]["overall"]["differences"] == [0.0, 0.0, 0.0]
+    assert document["base_model"]["part_accuracy"] == {"recall": 0.75, "extend": 0.05}
+    assert document["base_model"]["final_accuracy"] == pytest.approx(0.4)
+    lines = document["table"].splitlines()
+    assert lines[0] == (
+        "| arm | lr | accuracy (%, mean ± 95% CI) | recall (%) | extend (%) "
+        "| vs red (points, 95% CI) | verdict | final, per seed (%) "
+        "| response length (tokens) | wall s |"
+    )
+    assert lines[2] == "| (base model: start) |  | 40.0 | 75.0 | 5.0 |  |  |  |  |  |"
+    assert lines[3].startswith("| red | 3e-05 | 50.0 ± 0.0 | 80.0 ± 24.8 | 20.0 ± 24.8 ")
+    assert "| (reference) |  |" in lines[3]
+    assert lines[4].startswith("| sft | 1e-05 | 45.0 ± 0.0 | 60.0 ± 24.8 | 30.0 ± 24.8 ")
+    assert "| -5.0 ± 0.0 | worse |" in lines[4]
+    per_part = document["table"].split("\n\n")[1].splitlines()
+    assert per_part[0] == (
+        "| arm | recall: vs red (points) | extend: vs red (points) "
+        "| recall: verdict | extend: verdict |"
+    )
+    assert per_part[2] == "| sft | -20.0 ± 0.0 | +10.0 ± 0.0 | worse | better |"
+    names = {p.rsplit("/", 1)[-1] for p in document["plots"]}
+    assert {"accuracy_recall.png", "accuracy_extend.png"} <= names
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["selection"] == selection
+    assert saved["parts"] == parts
