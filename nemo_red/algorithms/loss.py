@@ -35,6 +35,19 @@ def _token_mean_share(
     return masked.sum() / max(norm.tokens[on], 1.0)
 
 
+def population_token_means(
+    values: torch.Tensor, batch: LossBatch, norm: GlobalNormalisers
+) -> dict[str, torch.Tensor]:
+    """This micro-batch's share of the step's token mean of ``values`` ``[B, T]`` over the
+    online and over the offline response tokens (summed over micro-batches by
+    :func:`reduce_metrics`); a population without tokens in the step is left out."""
+    return {
+        on: _token_mean_share(values, batch.mask & batch.population(on)[:, None], norm, on)
+        for on in ("online", "offline")
+        if norm.tokens[on] > 0
+    }
+
+
 def _extremes(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     values = _stat(values)
     inf = values.new_tensor(float("inf"))

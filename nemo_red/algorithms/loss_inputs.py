@@ -20,7 +20,8 @@ class LossBatch:
     Attributes:
         logprobs: ``[B, T]`` log pi_theta of each response token (differentiable).
         old_logprobs: ``[B, T]`` log pi_old, measured before the first update of the
-            iteration (detached).
+            iteration (detached); None where no term of the loss reads it (e.g. SFT's
+            NLL: see ``LossSpec.needs``).
         mask: ``[B, T]`` bool, True on response tokens.
         is_offline: ``[B]`` bool, True for teacher traces.
         advantages: ``[B]`` sequence-level advantages (broadcast to tokens by the terms).
@@ -32,7 +33,7 @@ class LossBatch:
     """
 
     logprobs: torch.Tensor
-    old_logprobs: torch.Tensor
+    old_logprobs: torch.Tensor | None
     mask: torch.Tensor
     is_offline: torch.Tensor
     advantages: torch.Tensor

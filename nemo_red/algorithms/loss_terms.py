@@ -92,11 +92,11 @@ class ClippedPGParams:
             raise ValueError(f"dual_clip must be > 1, got {self.dual_clip}")
 
 
-@register_term("clipped_pg", ClippedPGParams)
+@register_term("clipped_pg", ClippedPGParams, needs=("old_logprobs",))
 def clipped_pg(batch: LossBatch, p: ClippedPGParams) -> TermOutput:
     """l = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A), rho = pi_theta / pi_old
     (docs/design.md, Algorithm step 4), optionally dual-clipped for A < 0."""
-    ratio = torch.exp(batch.logprobs - batch.old_logprobs)
+    ratio = torch.exp(batch.logprobs - _require(batch, "old_logprobs", "clipped_pg"))
     adv = _per_token(batch.advantages, ratio)
     unclipped = -ratio * adv
     clipped = -torch.clamp(ratio, 1 - p.eps_low, 1 + p.eps_high) * adv
@@ -118,10 +118,10 @@ class NoParams:
     """A term without parameters."""
 
 
-@register_term("pg", NoParams)
+@register_term("pg", NoParams, needs=("old_logprobs",))
 def pg(batch: LossBatch, p: NoParams) -> TermOutput:
     """Unclipped importance-weighted PG, l = -rho A (LUFFY's ``loss_remove_clip``)."""
-    ratio = torch.exp(batch.logprobs - batch.old_logprobs)
+    ratio = torch.exp(batch.logprobs - _require(batch, "old_logprobs", "pg"))
     loss = -ratio * _per_token(batch.advantages, ratio)
     return TermOutput(loss, {"ratio_mean": ratio.detach()}, {"ratio": ratio.detach()})
 
@@ -178,7 +178,7 @@ class OfflinePGParams:
             raise ValueError(f"max_ratio must be > 0, got {self.max_ratio}")
 
 
-@register_term("offline_pg", OfflinePGParams)
+@register_term("offline_pg", OfflinePGParams, needs=("old_logprobs",))
 def offline_pg(batch: LossBatch, p: OfflinePGParams) -> TermOutput:
     """l = -rho_off A*: gradient rho_off A* grad log pi_theta for the teacher's tokens."""
     rho = OFFLINE_RATIOS.get(p.ratio)(batch.logprobs, batch.group_accuracy, p)
@@ -189,7 +189,8 @@ def offline_pg(batch: LossBatch, p: OfflinePGParams) -> TermOutput:
         stats["clip_frac"] = capped.float()
     loss = -rho * _per_token(batch.advantages, rho)
     stats["rho_off_mean"] = rho.detach()
-    stats["old_ratio_mean"] = torch.exp(batch.logprobs - batch.old_logprobs).detach()
+    old = _require(batch, "old_logprobs", "offline_pg")
+    stats["old_ratio_mean"] = torch.exp(batch.logprobs - old).detach()
     return TermOutput(loss, stats, {"rho_off": rho.detach()})
 
 

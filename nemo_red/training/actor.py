@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from nemo_red.algorithms.loss import compute_loss, reduce_metrics
+from nemo_red.algorithms.loss import compute_loss, population_token_means, reduce_metrics
 from nemo_red.algorithms.loss_inputs import GlobalNormalisers, LossBatch, StepContext
 from nemo_red.algorithms.presets import LossSpec
 from nemo_red.algorithms.token_stats import (
@@ -285,16 +285,24 @@ class MegatronActor:
         )
 
     def train_step(
-        self, batch: SequenceBatch, spec: LossSpec, ctx: StepContext
+        self,
+        batch: SequenceBatch,
+        spec: LossSpec,
+        ctx: StepContext,
+        measure_entropy: bool = False,
     ) -> dict[str, float]:
-        """One optimizer step of ``spec`` on ``batch`` (which must carry ``old_logprobs``).
+        """One optimizer step of ``spec`` on ``batch`` (which must carry ``old_logprobs``
+        when a term of ``spec`` reads them: ``"old_logprobs" in spec.needs``).
 
         Returns the step's metrics (loss terms, clip fractions, ratios, grad norm, lr, and
-        ``skipped`` = 1 when non-finite gradients made the step a no-op).
+        ``skipped`` = 1 when non-finite gradients made the step a no-op); with
+        ``measure_entropy`` also ``entropy/h_rl`` and ``entropy/h_sft``, the mean token
+        entropies of the online and offline responses in this step's forward pass (before
+        the update, so the values ``compute_logprobs_and_entropy`` gives).
         """
-        if batch.old_logprobs is None:
+        if "old_logprobs" in spec.needs and batch.old_logprobs is None:
             raise ValueError(
-                "train_step needs batch.old_logprobs (see compute_logprobs_and_entropy)"
+                f"loss {spec.name!r} needs batch.old_logprobs (see compute_logprobs_and_entropy)"
             )
         if "ref_logprobs" in spec.needs and batch.ref_logprobs is None:
             raise ValueError(f"loss {spec.name!r} needs batch.ref_logprobs")
@@ -309,6 +317,8 @@ class MegatronActor:
             logp, ent = self._token_stats(logits, mb, with_entropy_grad=entropy_grad)
             loss_batch = _loss_batch(batch, mb, logp, ent)
             loss, metrics = compute_loss(spec, loss_batch, norm, ctx)
+            if measure_entropy:
+                metrics.update(_entropy_shares(loss_batch, norm))
             return loss, torch.tensor(mb.real_tokens, dtype=torch.int), metrics
 
         for ddp in self.ddp_chunks:
@@ -424,19 +434,27 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     return float((values * mask).sum() / count) if count else math.nan
 
 
+def _entropy_shares(batch: LossBatch, norm: GlobalNormalisers) -> dict[str, torch.Tensor]:
+    """``entropy/h_rl`` and ``entropy/h_sft`` shares of one micro-batch (see train_step)."""
+    assert batch.entropy is not None  # _token_stats always measures it
+    keys = {"online": names.H_RL, "offline": names.H_SFT}
+    means = population_token_means(batch.entropy, batch, norm)
+    return {keys[on]: value for on, value in means.items()}
+
+
 def _loss_batch(
     batch: SequenceBatch, mb: PackedMicroBatch, logp: torch.Tensor, ent: torch.Tensor
 ) -> LossBatch:
     rows, width = mb.rows, mb.gather_index.shape[1]
     device = logp.device
-    assert batch.old_logprobs is not None  # train_step refuses a batch without them
+    old = batch.old_logprobs
 
     def field(t: torch.Tensor) -> torch.Tensor:
         return t[rows].to(device)
 
     return LossBatch(
         logprobs=logp,
-        old_logprobs=batch.old_logprobs[rows, :width].to(device=device, dtype=logp.dtype),
+        old_logprobs=None if old is None else old[rows, :width].to(device=device, dtype=logp.dtype),
         mask=mb.response_mask.to(device),
         is_offline=field(batch.is_offline),
         advantages=field(batch.advantages).to(logp.dtype),

@@ -190,13 +190,21 @@ class StepRunner:
             config.algorithm.overlong_buffer,
             config.rollout.max_new_tokens,
         )
-        with timer.phase("logprobs"):
-            stats = parts.actor.compute_logprobs_and_entropy(groups.batch)
+        # The pass before the update gives pi_old and the entropies the regulator reads. A
+        # step with no rollouts, one update and a loss that reads no pi_old (SFT) needs
+        # neither: its update's own forward pass (same weights) measures the entropies.
+        single = config.trainer.updates_per_step == 1
+        measured = spec.uses_online or "old_logprobs" in spec.needs or not single
+        batch = groups.batch
+        stats = None
+        if measured:
+            with timer.phase("logprobs"):
+                stats = parts.actor.compute_logprobs_and_entropy(batch)
+            batch = batch.with_fields(old_logprobs=stats.logprobs)
         metrics = self._pre_update_metrics(groups, stats)
-        batch = groups.batch.with_fields(old_logprobs=stats.logprobs)
         ctx = StepContext(step=step, entropy_weight=parts.regulator.weight)
         with timer.phase("train"):
-            train_metrics = self._updates(batch, spec, ctx)
+            train_metrics = self._updates(batch, spec, ctx, measure_entropy=not measured)
         outcome = StepOutcome(indices, [r for _, r in rolled], ctx)
         start = time.perf_counter()
         after = self.rule.after_update(outcome, spec, self)
@@ -239,12 +247,15 @@ class StepRunner:
         )
         return {**out, "h_sft": stats.h_sft}
 
-    def _pre_update_metrics(self, groups: StepGroups, stats: Any) -> dict[str, float]:
+    def _pre_update_metrics(self, groups: StepGroups, stats: Any | None) -> dict[str, float]:
+        """Metrics of the batch before the update; the entropies and the regulator's update
+        need ``stats`` (None only for steps without rollouts)."""
         batch, parts = groups.batch, self.parts
         online, offline = ~batch.is_offline, batch.is_offline
         lengths = batch.response_lengths.float()
         metrics: dict[str, float] = {names.GROUPS_DROPPED: float(groups.dropped_groups)}
         if online.any():
+            assert stats is not None  # measured for every step with rollouts
             metrics[names.ONLINE_ACCURACY] = float(batch.rewards[online].mean())
             metrics[names.ONLINE_LENGTH] = float(lengths[online].mean())
             metrics[names.ONLINE_TRUNCATED] = float(groups.truncated[online].float().mean())
@@ -258,28 +269,39 @@ class StepRunner:
         if offline.any():
             metrics[names.OFFLINE_ACCURACY] = float(batch.rewards[offline].mean())
             metrics[names.OFFLINE_LENGTH] = float(lengths[offline].mean())
-            metrics[names.H_SFT] = stats.h_sft
-        if online.any() and offline.any():
+            if stats is not None:
+                metrics[names.H_SFT] = stats.h_sft
+        if stats is not None and online.any() and offline.any():
             update = parts.regulator.update(stats.h_rl, stats.h_sft)
             metrics[names.DELTA_RL] = update.delta_rl
             metrics[names.DELTA_SFT] = update.delta_sft
         metrics[names.W] = parts.regulator.weight
         return metrics
 
-    def _updates(self, batch: Any, spec: LossSpec, ctx: StepContext) -> dict[str, float]:
-        """K optimizer steps on consecutive slices of the step's groups; metrics averaged."""
+    def _updates(
+        self, batch: Any, spec: LossSpec, ctx: StepContext, measure_entropy: bool = False
+    ) -> dict[str, float]:
+        """K optimizer steps on consecutive slices of the step's groups; metrics averaged.
+
+        With ``measure_entropy`` (one update per step) the entropies of the update's forward
+        pass are the step's ``entropy/h_rl`` / ``entropy/h_sft``."""
         k = self.config.trainer.updates_per_step
         n = len(batch)
+        entropies: dict[str, float] = {}
         bounds = [round(n * j / k) for j in range(k + 1)]
         collected: dict[str, list[float]] = {}
         for j in range(k):
             rows = list(range(bounds[j], bounds[j + 1]))
             if not rows:
                 continue
-            out = self.parts.actor.train_step(batch.select(rows) if k > 1 else batch, spec, ctx)
+            out = self.parts.actor.train_step(
+                batch.select(rows) if k > 1 else batch, spec, ctx, measure_entropy
+            )
+            entropies.update({h: out.pop(h) for h in (names.H_RL, names.H_SFT) if h in out})
             for key, value in out.items():
                 collected.setdefault(key, []).append(value)
         merged = {key: sum(values) / len(values) for key, values in collected.items()}
+        merged.update(entropies)
         merged[names.SKIPPED] = max(collected.get(names.SKIPPED, [0.0]))
         return merged
 

@@ -52,8 +52,9 @@ def test_spec_flags():
     assert not get_preset("sft").uses_online
     assert get_preset("sft").uses_offline
     assert not get_preset("grpo").uses_offline
-    assert get_preset("luffy").needs == {"entropy", "entropy_grad"}
-    assert get_preset("srft").needs == {"entropy"}
+    assert get_preset("luffy").needs == {"old_logprobs", "entropy", "entropy_grad"}
+    assert get_preset("srft").needs == {"old_logprobs", "entropy"}
+    assert get_preset("sft").needs == frozenset()  # NLL reads no pi_old: no pass before SFT
 
 
 def test_chord_mu_schedule_by_hand():
