@@ -163,17 +163,23 @@ def test_base_model_stage_feeds_its_export_and_generated_data_to_every_arm(tmp_p
     ]
 
 
-@pytest.mark.slow
-def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
+def _two_steps(*extra: str) -> list[str]:
+    """Overrides of every run of a tiny comparison: 2 steps from the start, constant lr."""
     shared = [o for o in SMALL if not o.startswith(("algorithm.sft_warmup", "trainer.optim"))]
-    shared += [
+    return [
+        *shared,
         "algorithm.sft_warmup_steps=0",
         "trainer.total_steps=2",
-        "trainer.eval_every=1",
         "trainer.checkpoint_every=2",
         "trainer.loggers=[jsonl]",
         "trainer.optim.schedule=constant",
+        *extra,
     ]
+
+
+@pytest.mark.slow
+def test_tiny_comparison_end_to_end_then_rerun_skips_finished_runs(tmp_path):
+    shared = _two_steps("trainer.eval_every=1")
     config = _write(
         tmp_path,
         f"""\
@@ -354,17 +360,9 @@ def test_sweep_chooses_each_arms_value_by_validation_accuracy_alone(tmp_path):
 def test_task_sweep_comparison_end_to_end(tmp_path):
     """A task in parts, a sweep of two learning rates, two arms: the base never trains on
     the extend part, every arm's rate comes from validation, the table reports test."""
-    shared = [o for o in SMALL if not o.startswith(("algorithm.sft_warmup", "trainer.optim"))]
-    shared += [
-        "algorithm.sft_warmup_steps=0",
-        "trainer.total_steps=2",
-        "trainer.eval_every=2",
-        "trainer.eval_at_start=false",
-        "trainer.checkpoint_every=2",
-        "trainer.loggers=[jsonl]",
-        "trainer.optim.schedule=constant",
-        "trainer.optim.warmup_steps=0",
-    ]
+    shared = _two_steps(
+        "trainer.eval_every=2", "trainer.eval_at_start=false", "trainer.optim.warmup_steps=0"
+    )
     config = _write(
         tmp_path,
         f"""\
