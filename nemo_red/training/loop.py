@@ -149,13 +149,20 @@ class StepRunner:
             local[i][1].append(result.reward)
         return _all_gather_dict(local, len(problems))
 
-    def _teacher_reward(self, problem: TokenizedProblem) -> float:
+    def _teacher_rewards(self, problems: Sequence[TokenizedProblem]) -> list[float]:
+        """r* of each problem's teacher trace (1 with ``data.trust_offline``), graded once
+        per problem (cached and checkpointed), the step's new ones in one call."""
         if self.config.data.trust_offline:
-            return 1.0
-        if problem.uid not in self.teacher_rewards:
-            result = self.parts.rewards.grade([torch.tensor(problem.teacher_ids)], [problem.gold])
-            self.teacher_rewards[problem.uid] = result[0].reward
-        return self.teacher_rewards[problem.uid]
+            return [1.0] * len(problems)
+        new = {p.uid: p for p in problems if p.uid not in self.teacher_rewards}
+        if new:
+            results = self.parts.rewards.grade(
+                [torch.tensor(p.teacher_ids) for p in new.values()],
+                [p.gold for p in new.values()],
+            )
+            for uid, result in zip(new, results, strict=True):
+                self.teacher_rewards[uid] = result.reward
+        return [self.teacher_rewards[p.uid] for p in problems]
 
     # -------------------------------------------------------------- the step
     def run(self, step: int, indices: list[int], stage: StageConfig) -> dict[str, float]:
@@ -172,15 +179,19 @@ class StepRunner:
         asleep = spec.uses_online and self._sleeps
         if asleep:  # free the engine's memory for the update
             parts.engine.sleep()
+        teacher = [0.0] * len(problems)
+        if spec.uses_offline:
+            with timer.phase("grading"):
+                teacher = self._teacher_rewards(problems)
         inputs = [
             GroupInput(
                 prompt_ids=p.prompt_ids,
                 completions=completions,
                 online_rewards=rewards,
                 teacher_ids=p.teacher_ids if spec.uses_offline else None,
-                teacher_reward=self._teacher_reward(p) if spec.uses_offline else 0.0,
+                teacher_reward=reward,
             )
-            for p, (completions, rewards) in zip(problems, rolled, strict=True)
+            for p, (completions, rewards), reward in zip(problems, rolled, teacher, strict=True)
         ]
         inputs, rule_metrics = self.rule.select(inputs, spec)
         groups = build_groups(
@@ -237,8 +248,8 @@ class StepRunner:
         spec = self._offline_losses[preset]
         problems = [self.parts.train[i] for i in indices]
         inputs = [
-            GroupInput(p.prompt_ids, [], [], p.teacher_ids, self._teacher_reward(p))
-            for p in problems
+            GroupInput(p.prompt_ids, [], [], p.teacher_ids, reward)
+            for p, reward in zip(problems, self._teacher_rewards(problems), strict=True)
         ]
         batch = build_groups(inputs, spec.advantage).batch
         stats = self.parts.actor.compute_logprobs_and_entropy(batch)

@@ -1,8 +1,9 @@
-"""SFT steps skip the log-prob pass before the update: the same training, the same entropies.
+"""What an SFT step does not spend: no log-prob pass before the update, one grading call.
 
 A step without rollouts whose loss reads no pi_old (the ``sft`` preset) takes H_sft from its
 update's own forward pass instead of a separate pass; forcing the pass (a loss that claims
 to read pi_old) must give the same weights and losses, and H_sft within float rounding.
+Teacher traces are graded once per problem, a step's new ones in one call to the graders.
 """
 
 from __future__ import annotations
@@ -79,3 +80,21 @@ def test_a_loss_that_reads_pi_old_refuses_a_batch_without_it():
     assert "old_logprobs" not in LOSS_TERMS.get("nll").needs
     with pytest.raises(ValueError, match=r"'clipped_pg' needs LossBatch\.old_logprobs"):
         LOSS_TERMS.get("clipped_pg").fn(batch, ClippedPGParams())
+
+
+def test_teacher_traces_are_graded_once_each_in_one_call_per_step(tmp_path, monkeypatch):
+    from nemo_red.rewards.token_rewards import TokenRewards
+
+    calls: list[int] = []
+    real = TokenRewards.grade
+
+    def grade(self, token_ids, golds):
+        calls.append(len(token_ids))
+        return real(self, token_ids, golds)
+
+    monkeypatch.setattr(TokenRewards, "grade", grade)
+    # 3 steps of 8 of 64 problems: every step's 8 traces are new, graded in one call
+    rows = _train(tmp_path / "run")
+    assert calls == [8, 8, 8]
+    assert [r["reward/offline_accuracy"] for r in rows] == [1.0, 1.0, 1.0]
+    assert all(r["time/grading"] > 0 for r in rows)
