@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from nemo_red.experiments.charts import plot_final_accuracy
 from nemo_red.experiments.intervals import Interval, PairedVerdict, interval, paired_verdict
 from nemo_red.monitoring import names
 from nemo_red.monitoring.metrics_log import read_metrics
@@ -456,7 +457,31 @@ def aggregate(
     (out_dir / "results.json").write_text(json.dumps(document, indent=1, allow_nan=False))
     (out_dir / "results.md").write_text(table)
     plots = plot_mean_curves(curves, out_dir / "plots", parts)
+    chart = plot_final_accuracy(
+        _final_points(summaries),
+        ["overall", *parts] if len(parts) > 1 else list(parts),
+        out_dir / "plots" / "final_accuracy.png",
+        None if base_summary is None else _base_points(base_summary),
+        reference,
+    )
+    plots += [] if chart is None else [chart]
     return {**document, "table": table, "plots": [str(p) for p in plots]}
+
+
+def _final_points(
+    arms: Sequence[ArmSummary],
+) -> dict[str, dict[str, tuple[float | None, float | None]]]:
+    """Per arm, per panel (``overall`` and each part) the mean and 95% half-width."""
+    points = {}
+    for a in arms:
+        panel = {"overall": (a.accuracy_mean, a.accuracy_ci95)}
+        panel.update({label: (part["mean"], part["ci95"]) for label, part in a.parts.items()})
+        points[a.arm] = panel
+    return points
+
+
+def _base_points(base: RunSummary) -> dict[str, float | None]:
+    return {"overall": base.final_accuracy, **base.part_accuracy}
 
 
 def plot_mean_curves(

@@ -126,7 +126,13 @@ def test_aggregate_writes_json_table_and_plots(tmp_path):
     assert lines[2].startswith("| grpo | 30.0 ± 127.1 | 20.0, 40.0 |")  # t(1) = 12.706
     assert document["table"] == "\n".join(lines) + "\n"
     names = {p.rsplit("/", 1)[-1] for p in document["plots"]}
-    assert names == {"accuracy.png", "entropy_h_rl.png", "entropy_h_sft.png", "weight_w.png"}
+    assert names == {
+        "accuracy.png",
+        "entropy_h_rl.png",
+        "entropy_h_sft.png",
+        "weight_w.png",
+        "final_accuracy.png",
+    }
 
 
 def _write_run(run_dir, rows):
@@ -191,7 +197,18 @@ def test_parts_selection_and_paired_verdicts_against_the_reference(tmp_path):
     )
     assert per_part[2] == "| sft | -20.0 ± 0.0 | +10.0 ± 0.0 | worse | better |"
     names = {p.rsplit("/", 1)[-1] for p in document["plots"]}
-    assert {"accuracy_recall.png", "accuracy_extend.png"} <= names
+    assert {"accuracy_recall.png", "accuracy_extend.png", "final_accuracy.png"} <= names
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["selection"] == selection
     assert saved["parts"] == parts
+
+
+def test_final_accuracy_chart_needs_a_value(tmp_path):
+    from nemo_red.experiments.charts import plot_final_accuracy
+
+    out = tmp_path / "chart.png"
+    assert plot_final_accuracy({"red": {"overall": (None, None)}}, ["overall"], out) is None
+    assert not out.exists()
+    points = {"red": {"overall": (0.5, 0.1)}, "sft": {"overall": (0.3, None)}}
+    assert plot_final_accuracy(points, ["overall"], out, {"overall": 0.4}, "red") == out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
