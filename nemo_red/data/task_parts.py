@@ -1,9 +1,10 @@
 """A generated arithmetic task in named parts, with train, validation and test files.
 
 For comparisons where Recall and Extend can separate (README, "Does RED hold up in
-miniature?"): a base model is trained on some parts only (``base_parts``, e.g. sums), and the
-methods then train on every part (sums and differences), so one part is solvable by the base
-and another needs what only the teacher traces carry. Written files (``write_task_parts``)::
+miniature?"): a base model is trained on some parts only (``base_parts``, e.g. sums of 2-3
+numbers), and the methods then train on every part (e.g. also sums of 4 numbers), so one part
+is solvable by the base and another needs what only the teacher traces carry. Written files
+(``write_task_parts``)::
 
     base_train.jsonl              the train rows of the base parts
     train.jsonl                   the train rows of every part, interleaved

@@ -387,16 +387,13 @@ def plan_runs(config: CompareConfig, chosen: dict[str, float] | None = None) -> 
 
 
 def validation_score(run_dir: Path, keys: dict[str, str]) -> float | None:
-    """The mean over parts of a finished run's last logged validation accuracies."""
-    from nemo_red.experiments.aggregate import final_value
+    """A finished run's last validation accuracy, the mean over parts (``keys``: part ->
+    metric), read as the comparison reads every run's accuracy (``aggregate.summarize_run``)."""
+    from nemo_red.experiments.aggregate import summarize_run
     from nemo_red.monitoring.metrics_log import read_metrics
-    from nemo_red.monitoring.plots import series
 
     rows = read_metrics(run_dir / "metrics.jsonl")
-    finals = [final_value(series(rows, key)) for key in keys.values()]
-    if any(v is None for v in finals):
-        return None
-    return sum(v for v in finals if v is not None) / len(finals)
+    return summarize_run("sweep", 0, rows, None, parts=keys).final_accuracy
 
 
 def select(config: CompareConfig, sweep_runs: list[PlannedRun]) -> dict[str, Any]:

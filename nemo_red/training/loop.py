@@ -298,7 +298,6 @@ class StepRunner:
         pass are the step's ``entropy/h_rl`` / ``entropy/h_sft``."""
         k = self.config.trainer.updates_per_step
         n = len(batch)
-        entropies: dict[str, float] = {}
         bounds = [round(n * j / k) for j in range(k + 1)]
         collected: dict[str, list[float]] = {}
         for j in range(k):
@@ -308,11 +307,9 @@ class StepRunner:
             out = self.parts.actor.train_step(
                 batch.select(rows) if k > 1 else batch, spec, ctx, measure_entropy
             )
-            entropies.update({h: out.pop(h) for h in (names.H_RL, names.H_SFT) if h in out})
             for key, value in out.items():
                 collected.setdefault(key, []).append(value)
         merged = {key: sum(values) / len(values) for key, values in collected.items()}
-        merged.update(entropies)
         merged[names.SKIPPED] = max(collected.get(names.SKIPPED, [0.0]))
         return merged
 
